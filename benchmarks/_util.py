@@ -1,0 +1,77 @@
+"""Timing helpers shared by the benchmarks: best-of-k wall time with ``block_until_ready``, a machine/versions line
+and a markdown table.
+
+Set ``OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1`` before running a benchmark (STACK.md pitfall 7): the scripts set
+them by default when they are not given.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any, Callable, Sequence
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import jax  # noqa: E402
+
+
+def block(tree: Any) -> Any:
+    """Wait for every array in ``tree`` (JAX dispatch is asynchronous: without this we would time the dispatch)."""
+    return jax.block_until_ready(tree)
+
+
+def time_once(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    block(fn())
+    return time.perf_counter() - start
+
+
+def best_of(fn: Callable[[], Any], k: int = 5, warmup: int = 1) -> tuple[float, float]:
+    """``(best, first)``: the best of ``k`` timed calls after ``warmup`` untimed ones, and the time of the very first
+    call (compile + one run for a jitted ``fn``). ``compile ~ first - best``."""
+    first = time_once(fn)
+    for _ in range(max(warmup - 1, 0)):
+        time_once(fn)
+    best = min(time_once(fn) for _ in range(k))
+    return best, first
+
+
+def machine_line() -> str:
+    """One line: machine, Python and library versions, device and BLAS thread settings."""
+    import importlib.metadata as md
+
+    def version(name: str) -> str:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return "-"
+
+    libs = ", ".join(f"{n} {version(n)}" for n in ("jax", "jaxlib", "equinox", "optax", "numpy"))
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    threads = ", ".join(f"{v}={os.environ.get(v, '-')}" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"))
+    return (
+        f"{platform.node()} | {cpu} | {os.cpu_count()} CPUs | Python {platform.python_version()} | {libs} | "
+        f"device {jax.devices()[0].platform} | x64 {jax.config.jax_enable_x64} | {threads}"
+    )
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt_seconds(t: float) -> str:
+    if t < 1e-3:
+        return f"{t * 1e6:.0f} us"
+    if t < 1:
+        return f"{t * 1e3:.1f} ms"
+    return f"{t:.2f} s"

@@ -1,0 +1,18 @@
+"""Trajectory errors, convergence-order fits, comparison studies."""
+
+from ._order import OrderFit, fit_order
+from ._study import (
+    FLOW_BUILDERS,
+    AccuracyWarning,
+    FlowResult,
+    FlowSpec,
+    compare_flow,
+    default_burn_in,
+    expansion_parameter,
+    parse_flow,
+)
+
+__all__ = [
+    "OrderFit", "fit_order", "compare_flow", "FlowResult", "FlowSpec", "parse_flow", "FLOW_BUILDERS",
+    "AccuracyWarning", "default_burn_in", "expansion_parameter",
+]

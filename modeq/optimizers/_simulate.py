@@ -1,0 +1,151 @@
+r"""One ``lax.scan`` simulator for every optimizer specification.
+
+The scan carries $(\theta_n, m_n)$; at step $n$ it draws $g_n$ from the oracle, updates the momentum variables and
+takes the step of :meth:`Optimizer.step`. Divergence is detected inside the scan: the first step whose new state is not
+finite is recorded in ``Trajectory.diverged_at`` and the state is frozen at the last finite value, so no NaN ever
+leaves the simulator silently.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Optional, Union
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from .._validation import check_int_at_least, check_positive
+from ..problems._oracles import FullBatch, Oracle
+from ._spec import Optimizer
+
+
+class DivergenceWarning(RuntimeWarning):
+    """The iterates became non-finite; the trajectory is frozen from that step on."""
+
+
+class DivergenceError(FloatingPointError):
+    """Raised by :meth:`Trajectory.raise_if_diverged`."""
+
+
+class Trajectory(eqx.Module):
+    """The whole run: ``theta[n]``, the momentum variables ``momenta[l][n]`` and ``loss[n]``, ``grad_norm[n]`` (of the
+    full loss; NaN-free), for ``n = 0..steps``; ``diverged_at`` is the first step whose update was not finite (-1 if
+    none). Arrays are flat; ``unravel`` maps a flat vector back to the user's pytree."""
+
+    theta: jax.Array
+    momenta: tuple
+    loss: jax.Array
+    grad_norm: jax.Array
+    diverged_at: jax.Array
+    unravel: Callable = eqx.field(static=True, default=None)
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.diverged_at >= 0)
+
+    def raise_if_diverged(self) -> "Trajectory":
+        if self.diverged:
+            raise DivergenceError(f"the iterates diverged at step {int(self.diverged_at)} (non-finite update)")
+        return self
+
+    def theta_tree(self, n: int = -1):
+        return self.unravel(self.theta[n]) if self.unravel is not None else self.theta[n]
+
+
+def _finite(*arrays) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(arrays)]))
+
+
+@eqx.filter_jit
+def _run(optimizer: Optimizer, loss, oracle, theta0, m0, key, h, start, steps: int, record: bool):
+    full_batch = isinstance(oracle, FullBatch)
+    h_of = h if callable(h) else (lambda n: h)
+
+    def observe(theta):
+        if not record:
+            return jnp.zeros(()), jnp.zeros((theta.shape[0],))
+        return jax.value_and_grad(loss)(theta)
+
+    def body(carry, n):
+        theta, momenta, diverged_at = carry
+        value, grad = observe(theta)
+        g = grad if (full_batch and record) else oracle(theta, key, n)
+        theta_new, momenta_new = optimizer.step(theta, momenta, g, h_of(n), n)
+        ok = _finite(theta_new, momenta_new) & (diverged_at < 0)
+        theta_next = jnp.where(ok, theta_new, theta)
+        momenta_next = tuple(jnp.where(ok, a, b) for a, b in zip(momenta_new, momenta))
+        diverged_next = jnp.where((diverged_at < 0) & ~ok, n, diverged_at)
+        return (theta_next, momenta_next, diverged_next), (theta, momenta, value, jnp.linalg.norm(grad))
+
+    init = (theta0, m0, jnp.asarray(-1))
+    (theta_n, m_n, diverged_at), (thetas, ms, values, norms) = jax.lax.scan(body, init, start + jnp.arange(steps))
+    value_n, grad_n = observe(theta_n)
+    thetas = jnp.concatenate([thetas, theta_n[None]])
+    ms = tuple(jnp.concatenate([a, b[None]]) for a, b in zip(ms, m_n))
+    values = jnp.concatenate([values, value_n[None]])
+    norms = jnp.concatenate([norms, jnp.linalg.norm(grad_n)[None]])
+    return thetas, ms, values, norms, diverged_at
+
+
+def simulate(
+    optimizer: Optimizer,
+    loss: Callable,
+    theta0: Any,
+    steps: int,
+    *,
+    h: Union[float, jax.Array, Callable],
+    oracle: Optional[Oracle] = None,
+    key: Optional[jax.Array] = None,
+    m0: Union[str, tuple] = "zero",
+    record: bool = True,
+    start: int = 0,
+) -> Trajectory:
+    r"""Run ``steps`` steps of ``optimizer`` on ``loss`` from ``theta0`` with step size ``h``.
+
+    Args:
+        optimizer: an :class:`Optimizer` (e.g. ``modeq.optimizers.heavy_ball(beta=0.9)``).
+        loss: $L(\theta)$, a JAX callable on an array or a pytree (flattened internally).
+        theta0: initial point (array or pytree).
+        steps: number of steps $N \ge 1$; the trajectory has $N+1$ entries.
+        h: the step size (learning rate) $h > 0$, or a schedule ``n -> h_n``.
+        oracle: a gradient oracle ``(theta, key, n) -> g`` on the flat vector (default: full batch).
+        key: ``jax.random`` key of the run (needed by stochastic oracles; same key, same run).
+        m0: initial momentum variables: ``"zero"`` (at rest, optax's default), ``"first"`` (warm start) or a tuple.
+        start: index of the first step (bias corrections and oracles depend on it): run a long simulation in
+            chunks by passing the last state as ``theta0``/``m0`` and ``start`` = steps done so far.
+        record: record the full loss and gradient norm at every step (one extra gradient per step for stochastic
+            oracles; free for full batch).
+
+    Returns a :class:`Trajectory`. Pure and jit-/vmap-friendly (vmap over keys, ``theta0`` or ``optimizer`` to run
+    ensembles or hyperparameter sweeps). Outside a transformation a :class:`DivergenceWarning` is emitted if the run
+    diverged.
+    """
+    steps = check_int_at_least("steps", steps, 1)
+    if not callable(h):
+        if not isinstance(h, jax.core.Tracer):
+            check_positive("h", h)
+        h = jnp.asarray(h, dtype=jnp.float64)
+    flat0, unravel = ravel_pytree(theta0)
+    flat0 = jnp.asarray(flat0, dtype=jnp.float64)
+    flat_loss = (lambda th: loss(unravel(th))) if not isinstance(theta0, jax.Array) or theta0.ndim != 1 else loss
+    if oracle is None:
+        oracle = FullBatch(flat_loss)
+    elif getattr(oracle, "stochastic", True) and key is None:
+        raise ValueError("key: a stochastic oracle needs a jax.random key")
+    if key is None:
+        key = jax.random.key(0)
+    g0 = oracle(flat0, key, start) if isinstance(m0, str) and m0 == "first" else jnp.zeros_like(flat0)
+    momenta0 = optimizer.initial_momenta(flat0, g0, m0)
+    thetas, ms, values, norms, diverged_at = _run(
+        optimizer, flat_loss, oracle, flat0, momenta0, key, h, jnp.asarray(start), steps, record
+    )
+    traj = Trajectory(thetas, ms, values, norms, diverged_at, unravel)
+    if not isinstance(diverged_at, jax.core.Tracer) and int(diverged_at) >= 0:
+        warnings.warn(
+            f"{optimizer.name}: the iterates diverged at step {int(diverged_at)}; the trajectory is frozen there",
+            DivergenceWarning,
+            stacklevel=2,
+        )
+    return traj

@@ -1,0 +1,117 @@
+r"""One specification format for every optimizer: the momentum-variable form.
+
+Cattaneo & Shigida (arXiv 2502.02132, Remark 3.2; THEORY.md A1) observe that GD, heavy-ball, Nesterov, SGDM,
+RMSProp, Adam(W), NAdam(W) and Lion-K are all "functions of momentum variables":
+
+$$ m_\ell^{(n+1)} = \beta_\ell\, m_\ell^{(n)} + b_\ell\, s_\ell(g_n, \theta_n), \qquad
+   \theta_{n+1} = \theta_n - h\, D\big(m^{(n+1)}, m^{(n)}, g_n, \theta_n; n\big), $$
+
+with $g_n$ the (possibly stochastic) gradient at $\theta_n$. An :class:`Optimizer` lists the momentum variables
+(what is averaged: $s_\ell$; with which decay: $\beta_\ell$; with which input weight: $b_\ell$) and the update
+direction $D$. The same record drives the discrete simulator (:func:`modeq.optimizers.simulate`) and every builder of
+modified equations (``n = None`` means the stationary regime: bias-correction factors equal to 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import equinox as eqx
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class MomentumVariable:
+    r"""One momentum variable $m \leftarrow \beta m + b\, s(g, \theta)$.
+
+    Attributes:
+        name: short name (``"m"``, ``"v"``, ...).
+        source: $s(g, \theta)$, what is averaged (``g``, ``g**2``, ``theta``, ...).
+        decay: the key of $\beta$ in ``Optimizer.hyper``, or a number.
+        input_weight: $b$ as a function of the hyperparameters (``1`` for a sum, ``1 - beta`` for an EMA).
+        rest: the value of this variable for a start "at rest" as a function of $(\theta_0, g_0)$; ``None`` = zero.
+    """
+
+    name: str
+    source: Callable[[Any, Any], Any]
+    decay: Any
+    input_weight: Callable[[dict], Any] = lambda hyper: 1.0
+    rest: Optional[Callable[[Any, Any], Any]] = None
+
+    def beta(self, hyper: dict):
+        return hyper[self.decay] if isinstance(self.decay, str) else self.decay
+
+    def weight(self, hyper: dict):
+        return self.input_weight(hyper)
+
+
+class Optimizer(eqx.Module):
+    r"""A discrete optimizer in momentum-variable form (see the module docstring).
+
+    ``hyper`` holds the hyperparameters other than the step size $h$ (a dict of float64 scalars: a pytree, so an
+    optimizer can be vmapped over its hyperparameters). $h$ is always passed separately: to the simulator and to the
+    builders of modified equations.
+    """
+
+    name: str = eqx.field(static=True)
+    hyper: dict
+    momenta: tuple = eqx.field(static=True)
+    direction_fn: Callable = eqx.field(static=True)
+    bias_correction: bool = eqx.field(static=True, default=False)
+    smooth: bool = eqx.field(static=True, default=True)
+    smooth_reason: str = eqx.field(static=True, default="")
+
+    def direction(self, new, old, g, theta, h, n=None):
+        r"""The update direction $D$ with $\theta_{n+1} = \theta_n - hD$. ``n = None``: stationary regime."""
+        return self.direction_fn(self, tuple(new), tuple(old), g, theta, h, n)
+
+    def update_momenta(self, momenta, g, theta):
+        r"""$m_\ell \leftarrow \beta_\ell m_\ell + b_\ell s_\ell(g, \theta)$ for every momentum variable."""
+        return tuple(
+            var.beta(self.hyper) * m + var.weight(self.hyper) * var.source(g, theta)
+            for var, m in zip(self.momenta, momenta)
+        )
+
+    def step(self, theta, momenta, g, h, n=None):
+        """One step: returns ``(theta_next, momenta_next)``."""
+        new = self.update_momenta(momenta, g, theta)
+        return theta - h * self.direction(new, momenta, g, theta, h, n), new
+
+    def stationary_momenta(self, g, theta):
+        r"""The fixed point of each momentum variable under a constant input, $b_\ell s_\ell/(1-\beta_\ell)$."""
+        return tuple(
+            var.weight(self.hyper) * var.source(g, theta) / (1.0 - var.beta(self.hyper)) for var in self.momenta
+        )
+
+    def initial_momenta(self, theta0, g0, mode="zero"):
+        """Initial momentum variables.
+
+        ``mode``: ``"zero"`` (at rest: zero buffers, as optax and PyTorch; for the two-step HB form the previous
+        iterate equals ``theta0``), ``"first"`` (the stationary value for the first gradient: the warm start
+        $m_0 = b\\,s(g_0, \\theta_0)/(1-\\beta)$), or a tuple of arrays given by the user.
+        """
+        if isinstance(mode, str):
+            if mode == "zero":
+                return tuple(
+                    (var.rest(theta0, g0) if var.rest is not None else jnp.zeros_like(var.source(g0, theta0)))
+                    for var in self.momenta
+                )
+            if mode == "first":
+                return self.stationary_momenta(g0, theta0)
+            raise ValueError(f"m0 must be 'zero', 'first' or a tuple of arrays, got {mode!r}")
+        given = tuple(jnp.asarray(m, dtype=jnp.float64) for m in mode)
+        if len(given) != len(self.momenta):
+            raise ValueError(f"m0 must have {len(self.momenta)} arrays for {self.name}, got {len(given)}")
+        return given
+
+    def with_hyper(self, **changes) -> "Optimizer":
+        """A copy with some hyperparameters replaced."""
+        return dataclasses.replace(self, hyper={**self.hyper, **{k: jnp.asarray(v, jnp.float64) for k, v in changes.items()}})
+
+
+def bias_factor(beta, n, shift: int = 1):
+    r"""$1 - \beta^{n + \mathrm{shift}}$, or $1$ in the stationary regime (``n is None``)."""
+    if n is None:
+        return 1.0
+    return 1.0 - beta ** (n + shift)

@@ -1,0 +1,157 @@
+r"""Stochastic modified equations (SMEs) built from an optimizer and a gradient oracle.
+
+SDE time is $t = k\eta$ (THEORY.md B5). With $\Sigma(\theta)$ = ``oracle.covariance(theta)`` (the covariance of the
+stochastic gradient itself, $\sigma^2\Sigma_{\rm NGOS}$):
+
+* order 1 (Li, Tai & E; THEORY B3.1): $dX = -\lambda_t\nabla L\,dt + \lambda_t\sqrt\eta\,\Sigma^{1/2}(X)\,dW$;
+* order 2: drift $-\nabla(L + \frac\eta4\|\nabla L\|^2) = -\nabla L - \frac\eta2 \nabla^2 L\,\nabla L$ (constant LR only);
+* SGDM with fixed $\beta$ (index $\alpha = 0 < 1$, THEORY B1.13): the SGD SDE with the averaged (effective) LR,
+  $\eta$ itself for the normalized form, $\gamma(1-\tau)/(1-\mu)$ for the standard form, $h/(1-\beta)$ for heavy ball.
+
+$\lambda_t$ is an optional LR schedule, $\eta_k = \eta\lambda_{k\eta}$. $\Sigma^{1/2}$ is the symmetric square root
+(eigendecomposition, clipped at 0); for a :class:`~modeq.problems.GaussianNGOS` its own square root is used (any
+square root gives the same law).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._validation import check_positive
+from ..problems._oracles import GaussianNGOS, Oracle
+
+
+class _ById:
+    """Hashable-by-identity holder so that jitted solvers cache on the same (loss, oracle) objects."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+    def __eq__(self, other):
+        return isinstance(other, _ById) and other.obj is self.obj
+
+
+def sym_sqrt(cov: jax.Array) -> jax.Array:
+    """Symmetric PSD square root by eigendecomposition (negative eigenvalues clipped to 0)."""
+    cov = 0.5 * (cov + cov.T)
+    w, v = jnp.linalg.eigh(cov)
+    return (v * jnp.sqrt(jnp.clip(w, 0.0))) @ v.T
+
+
+def noise_sqrt(oracle: Oracle, theta: jax.Array) -> jax.Array:
+    r"""A square root $S$ with $SS^\top$ = ``oracle.covariance(theta)``."""
+    if isinstance(oracle, GaussianNGOS):
+        return oracle.sigma * oracle.sqrt(theta)
+    return sym_sqrt(oracle.covariance(theta))
+
+
+def effective_lr_factor(optimizer: Any) -> float:
+    """Factor $c$ with effective LR $= c\\cdot h$ for the optimizers whose $\\alpha<1$ SDE is the SGD SDE."""
+    if optimizer is None:
+        return 1.0
+    name = getattr(optimizer, "name", optimizer)
+    hp = getattr(optimizer, "hyper", {})
+    if name in ("gd", "sgd", "sgdm"):
+        return 1.0
+    if name in ("heavy_ball", "heavy_ball_two_step"):
+        return 1.0 / (1.0 - float(hp["beta"]))
+    if name == "sgdm_standard":
+        return (1.0 - float(hp.get("dampening", 0.0))) / (1.0 - float(hp["beta"]))
+    raise ValueError(
+        f"optimizer: no SME for {name!r}; supported: gd/sgd, sgdm (normalized), sgdm_standard, heavy_ball"
+    )
+
+
+class SDE(eqx.Module):
+    r"""An Ito SDE $dX = b(t, X)\,dt + \sigma(t, X)\,dW$ in SDE time $t = k\eta$.
+
+    ``drift(t, x) -> (d,)``, ``diffusion(t, x) -> (d, m)``. ``eta`` is a (traced) array so sweeping it does not
+    recompile; ``loss``, ``oracle`` and ``schedule`` are static (compared by identity).
+    """
+
+    eta: jax.Array
+    _loss: _ById = eqx.field(static=True)
+    _oracle: _ById = eqx.field(static=True)
+    _schedule: _ById = eqx.field(static=True)
+    order: int = eqx.field(static=True, default=1)
+    name: str = eqx.field(static=True, default="sme")
+
+    @property
+    def loss(self):
+        return self._loss.obj
+
+    @property
+    def oracle(self):
+        return self._oracle.obj
+
+    def lam(self, t):
+        s = self._schedule.obj
+        return jnp.asarray(1.0) if s is None else s(t)
+
+    def drift(self, t, x):
+        g = jax.grad(self.loss)(x)
+        lam = self.lam(t)
+        if self.order == 1:
+            return -lam * g
+        # order 2: -grad L - (eta/2) H grad L  (= -grad(L + eta/4 |grad L|^2))
+        hg = jax.jvp(jax.grad(self.loss), (x,), (g,))[1]
+        return -g - 0.5 * self.eta * hg
+
+    def diffusion(self, t, x):
+        return (self.lam(t) * jnp.sqrt(self.eta)) * noise_sqrt(self.oracle, x)
+
+    def noise_dim(self, x0) -> int:
+        return int(jax.eval_shape(lambda x: self.diffusion(0.0, x), x0).shape[1])
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "order": self.order, "eta": float(self.eta),
+                "schedule": self._schedule.obj is not None}
+
+
+def sme(
+    loss: Callable,
+    oracle: Oracle,
+    eta: float,
+    *,
+    order: int = 1,
+    optimizer: Any = None,
+    schedule: Optional[Callable] = None,
+) -> SDE:
+    r"""The SME of SGD (or of SGDM/heavy ball with fixed momentum, through the averaged LR) with LR ``eta``.
+
+    Args:
+        loss: $L(\theta)$ on a flat vector.
+        oracle: gradient oracle with ``covariance(theta)``.
+        eta: the learning rate $h$ of ``optimizer`` (> 0); the SDE uses the effective LR.
+        order: 1 or 2 (order 2: SGD with a constant LR only).
+        optimizer: ``None``/``gd()`` (SGD), ``sgdm(beta)``, ``sgdm_standard(beta, dampening)``, ``heavy_ball(beta)``.
+        schedule: optional $t\mapsto\lambda_t$ with $\eta_k = \eta\lambda_{k\eta}$.
+    """
+    eta = check_positive("eta", eta)
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 or 2, got {order!r}")
+    c = effective_lr_factor(optimizer)
+    name = getattr(optimizer, "name", "sgd") if optimizer is not None else "sgd"
+    if order == 2 and (name not in ("gd", "sgd") or schedule is not None):
+        raise ValueError("order: the order-2 SME is implemented for SGD with a constant learning rate only")
+    if not callable(getattr(oracle, "covariance", None)):
+        raise TypeError("oracle must provide covariance(theta)")
+    return SDE(
+        eta=jnp.asarray(c * eta, dtype=jnp.float64),
+        _loss=_ById(loss),
+        _oracle=_ById(oracle),
+        _schedule=_ById(schedule),
+        order=order,
+        name=f"sme{order}[{name}]",
+    )

@@ -1,0 +1,158 @@
+r"""Slow (invariant) manifold of a momentum method and its memoryless reduction.
+
+For an optimizer in momentum-variable form with constant coefficients (full batch, stationary regime), the momentum
+variables relax geometrically onto a graph $m = M_h(\theta)$ that is invariant under one step
+(THEORY.md A3; Kovachki & Stuart 2021; Cattaneo & Shigida, arXiv 2509.08483 for HB):
+
+$$ M_h(\theta') = \beta\odot M_h(\theta) + b\odot s(\theta), \qquad
+   \theta' = \theta - h\,D\big(\beta M_h(\theta) + b s(\theta),\ M_h(\theta),\ g(\theta),\ \theta\big). $$
+
+Rewriting it as $M_h(\theta) = \big[b\,s(\theta) - (M_h(\theta') - M_h(\theta))\big]/(1-\beta)$ gives a fixed-point
+iteration that gains one power of $h$ per sweep (the bracket is $O(h)$ times the previous iterate):
+$M^{(0)} = b s/(1-\beta)$, and $M^{(k)}$ agrees with $M_h$ through $h^k$. Each sweep evaluates the previous iterate at
+two points, so $M^{(k)}$ costs $2^k$ gradients and no derivatives at all. On the manifold the optimizer is the
+one-step map $\Psi_h(\theta) = \theta - h D(\cdot)$ (the *memoryless iteration*), to which
+:mod:`modeq.series._bea` applies.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from .._validation import check_int_at_least
+from ..optimizers._spec import Optimizer
+from ._taylor import evaluate_polynomial, taylor_coefficients
+
+
+def _check_reducible(optimizer: Optimizer) -> None:
+    if optimizer.name == "heavy_ball_two_step":
+        raise ValueError(
+            "optimizer: the two-step HB form divides by h; build modified equations from heavy_ball (same iterates)"
+        )
+
+
+def manifold_iterate(optimizer: Optimizer, grad: Callable, sweeps: int) -> Callable:
+    r"""$M^{(k)}(\theta, h)$ with $k$ = ``sweeps``: the slow manifold through $h^k$ (tuple, one array per momentum)."""
+    _check_reducible(optimizer)
+    hyper = optimizer.hyper
+    betas = [var.beta(hyper) for var in optimizer.momenta]
+    weights = [var.weight(hyper) for var in optimizer.momenta]
+
+    def inputs(theta):
+        g = grad(theta)
+        return g, tuple(w * var.source(g, theta) for w, var in zip(weights, optimizer.momenta))
+
+    def level(k: int) -> Callable:
+        def m_k(theta, h):
+            g, bs = inputs(theta)
+            if k == 0:
+                return tuple(x / (1.0 - b) for x, b in zip(bs, betas))
+            lower = level(k - 1)
+            m = lower(theta, h)
+            new = tuple(b * mi + x for b, mi, x in zip(betas, m, bs))
+            theta_next = theta - h * optimizer.direction(new, m, g, theta, h, None)
+            m_next = lower(theta_next, h)
+            return tuple((x - (mn - mi)) / (1.0 - b) for x, mn, mi, b in zip(bs, m_next, m, betas))
+
+        return m_k
+
+    return level(sweeps)
+
+
+def reduced_map(optimizer: Optimizer, grad: Callable, sweeps: int) -> Callable:
+    r"""The memoryless map $\Psi_h(\theta) = \theta - h D(\beta M + b s, M, g, \theta)$ with $M = M^{(k)}$.
+
+    Exact through $h^{k+1}$ (``sweeps`` = $k$). For GD (no momentum) it is $\theta - h g$ exactly.
+    """
+    hyper = optimizer.hyper
+    betas = [var.beta(hyper) for var in optimizer.momenta]
+    weights = [var.weight(hyper) for var in optimizer.momenta]
+    manifold = manifold_iterate(optimizer, grad, sweeps) if optimizer.momenta else None
+
+    def step(theta, h):
+        g = grad(theta)
+        if manifold is None:
+            return theta - h * optimizer.direction((), (), g, theta, h, None)
+        m = manifold(theta, h)
+        new = tuple(b * mi + w * var.source(g, theta) for b, mi, w, var in zip(betas, m, weights, optimizer.momenta))
+        return theta - h * optimizer.direction(new, m, g, theta, h, None)
+
+    return step
+
+
+def slow_manifold(optimizer: Optimizer, loss: Callable, *, h, order: int = 4) -> Callable:
+    r"""$\theta \mapsto M_h(\theta)$ truncated after $h^{R-1}$ (polynomial in $h$), $R$ = ``order``.
+
+    For heavy-ball in momentum-sum form ($v = -m$ in the paper form) $M_h = g/(1-\beta) + h\,Hg/(1-\beta)^3 + \dots$
+    (THEORY.md A3). Use it to start an optimizer on its invariant manifold.
+    """
+    order = check_int_at_least("order", order, 1)
+    iterate = manifold_iterate(optimizer, jax.grad(loss), order - 1)
+
+    def manifold(theta):
+        coefficients = taylor_coefficients(lambda s: iterate(theta, s), order - 1)
+        return evaluate_polynomial(coefficients, h)
+
+    return manifold
+
+
+def manifold_point(optimizer: Optimizer, loss: Callable, theta, *, h, sweeps: int = 8):
+    r"""$M^{(k)}(\theta, h)$ evaluated at the numerical $h$ (not truncated): the most accurate cheap start on the
+    manifold, accurate to $O(h^{k+1})$ with $k$ = ``sweeps`` ($2^k$ gradients)."""
+    return manifold_iterate(optimizer, jax.grad(loss), sweeps)(jnp.asarray(theta), jnp.asarray(h, jnp.float64))
+
+
+def memory_correction(optimizer: Optimizer, loss: Callable, *, h) -> Callable:
+    r"""First-order memory correction $M(\theta)$ of Cattaneo & Shigida (arXiv 2502.02132, Thm 3.3; THEORY.md C5):
+    the memoryless iteration $\theta_{n+1} = \theta_n - h[F(\theta_n) + M(\theta_n)]$ is $O(h^2)$-accurate, with
+
+    $$ F = D(\bar m, \bar m, g, \theta),\ \bar m_\ell = \frac{b_\ell s_\ell}{1-\beta_\ell}, \qquad
+       M = h \sum_\ell \Big[\frac{b_\ell\beta_\ell}{(1-\beta_\ell)^2}\partial_{m_\ell^{new}} D
+           + \frac{b_\ell}{(1-\beta_\ell)^2}\partial_{m_\ell^{old}} D\Big]\,(\nabla s_\ell)\, F, $$
+
+    using $\sum_k k\beta^k = \beta/(1-\beta)^2$ (new momenta) and $\sum_k (k+1)\beta^k = 1/(1-\beta)^2$ (old ones).
+    Computed with forward-mode JVPs only. Agrees with the $h^2$ term of the slow-manifold expansion (tested).
+    """
+    _check_reducible(optimizer)
+    grad = jax.grad(loss)
+    hyper = optimizer.hyper
+
+    def correction(theta):
+        g = grad(theta)
+        mbar = optimizer.stationary_momenta(g, theta)
+        F = optimizer.direction(mbar, mbar, g, theta, h, None)
+        new_t, old_t = [], []
+        for var in optimizer.momenta:
+            beta, b = var.beta(hyper), var.weight(hyper)
+            _, ds = jax.jvp(lambda th: var.source(grad(th), th), (theta,), (F,))
+            new_t.append(b * beta / (1.0 - beta) ** 2 * ds)
+            old_t.append(b / (1.0 - beta) ** 2 * ds)
+        _, dD = jax.jvp(
+            lambda new, old: optimizer.direction(new, old, g, theta, h, None), (mbar, mbar), (tuple(new_t), tuple(old_t))
+        )
+        return h * dD
+
+    return correction
+
+
+def manifold_orbit(optimizer: Optimizer, grad: Callable, sweeps: int) -> Callable:
+    r"""``orbit(theta, h, R)``: $[\theta_0, \dots, \theta_R]$, the optimizer's own iterates (stationary coefficients)
+    started on the slow manifold, $m_0 = M^{(k)}(\theta_0)$ with $k$ = ``sweeps``.
+
+    The off-manifold error $O(h^{k+1})$ of $m_0$ moves $\theta_j$ by $O(h^{k+2})$ only, so with $k = R-1$ the orbit agrees
+    with the memoryless orbit through $h^R$ while costing $2^{R-1} + R$ gradients instead of $R\,2^{R-1}$.
+    """
+    manifold = manifold_iterate(optimizer, grad, sweeps) if optimizer.momenta else None
+
+    def orbit(theta, h, steps: int) -> list:
+        momenta = manifold(theta, h) if manifold is not None else ()
+        out = [theta]
+        for _ in range(steps):
+            theta, momenta = optimizer.step(theta, momenta, grad(theta), h, None)
+            out.append(theta)
+        return out
+
+    return orbit

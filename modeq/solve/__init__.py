@@ -1,0 +1,5 @@
+"""diffrax integration on the iterate grid."""
+
+from ._ode import Solution, SolveError, solve_ode
+
+__all__ = ["solve_ode", "Solution", "SolveError"]
