@@ -30,13 +30,13 @@ def time_once(fn: Callable[[], Any]) -> float:
 
 
 def best_of(fn: Callable[[], Any], k: int = 5, warmup: int = 1) -> tuple[float, float]:
-    """``(best, first)``: the best of ``k`` timed calls after ``warmup`` untimed ones, and the time of the very first
-    call (compile + one run for a jitted ``fn``). ``compile ~ first - best``."""
+    """``(best, compile)``: the best of ``k`` timed calls after ``warmup`` untimed ones, and the compile-time estimate
+    ``first call - best call`` (for a jitted ``fn`` the first call compiles and runs once)."""
     first = time_once(fn)
     for _ in range(max(warmup - 1, 0)):
         time_once(fn)
     best = min(time_once(fn) for _ in range(k))
-    return best, first
+    return best, max(first - best, 0.0)
 
 
 def machine_line() -> str:

@@ -88,8 +88,8 @@ def main(argv=None):
             def sim(record):
                 return lambda: mo.simulate(opt, problem.loss, problem.theta0, steps, h=h, record=record).theta
 
-            t_rec, first_rec = best_of(sim(True), k=args.repeat)
-            t_norec, first_norec = best_of(sim(False), k=args.repeat)
+            t_rec, compile_rec = best_of(sim(True), k=args.repeat)
+            t_norec, compile_norec = best_of(sim(False), k=args.repeat)
             t_loop, _ = best_of(optax_loop(tx, problem.loss, problem.theta0, loop_steps), k=args.repeat, warmup=0)
             t_scan, _ = best_of(optax_scan(tx, problem.loss, problem.theta0, steps), k=args.repeat)
             scaled = t_loop * steps / loop_steps
@@ -101,7 +101,7 @@ def main(argv=None):
                     steps,
                     fmt_seconds(t_rec),
                     fmt_seconds(t_norec),
-                    f"{fmt_seconds(first_rec - t_rec)} / {fmt_seconds(first_norec - t_norec)}",
+                    f"{fmt_seconds(compile_rec)} / {fmt_seconds(compile_norec)}",
                     fmt_seconds(scaled) + loop_note,
                     f"{scaled / t_rec:.1f}x",
                     f"{scaled / t_norec:.1f}x",

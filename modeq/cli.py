@@ -130,6 +130,11 @@ def run_cmd(
     bounds = np.linspace(0, steps, chunks + 1).astype(int)
     theta, momenta, done = problem.theta0, m0, 0
     thetas, losses, norms, diverged = [np.asarray(theta)], [], [], -1
+    import warnings
+
+    from modeq.optimizers import DivergenceWarning
+
+    warnings.simplefilter("ignore", DivergenceWarning)  # reported below as one line
     with _progress(quiet) as bar:
         task = bar.add_task(f"{opt.name} on {problem.name}", total=steps)
         for a, b in zip(bounds[:-1], bounds[1:]):
@@ -276,6 +281,342 @@ def coefficients_cmd(
         typer.echo(json.dumps(sym.coefficients_to_json(records), indent=2))
     else:
         typer.echo(sym.format_coefficients(records, latex=latex))
+
+
+@app.command("principal-flow")
+@_guard
+def principal_flow_cmd(
+    optimizer: str = typer.Option("gd", help="gd or hb"),
+    param: List[str] = typer.Option([], "--param", help="beta=... for hb"),
+    loss: str = typer.Option("product", help="problem NAME[:k=v] or file.py:function"),
+    theta0: Optional[str] = typer.Option(None, help='initial point "a,b,..."'),
+    h: float = typer.Option(0.05, "--h", help="step size"),
+    T: float = typer.Option(2.0, "--T", help="time horizon (steps = T/h)"),
+    backend: str = typer.Option("dense", help="dense (eigh of the Hessian) or lanczos"),
+    k: Optional[int] = typer.Option(None, "--k", help="Lanczos: number of top eigenpairs"),
+    third: bool = typer.Option(False, "--third", help="add the exact h^2 T[g,g] term of the modified equation (order 3)"),
+    json_path: Optional[str] = typer.Option(None, "--json", help="write results as JSON"),
+    plot: Optional[str] = typer.Option(None, "--plot", help="write a PNG (parameter space and loss vs time)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
+):
+    """Integrate the principal flow of GD / heavy-ball (real part at t = nh) and compare it with the iterates."""
+    import numpy as np
+
+    import modeq  # noqa: F401
+    from modeq._params import build_optimizer, parse_params
+    from modeq._validation import check_positive
+    from modeq.flows import principal_flow_solve
+    from modeq.optimizers import simulate
+    from modeq.series import manifold_point
+
+    name = optimizer.lower()
+    if name not in ("gd", "hb", "heavy_ball"):
+        raise ValueError(f"optimizer must be gd or hb, got {optimizer!r}")
+    opt, _ = build_optimizer(name, parse_params(param))
+    h = check_positive("h", h)
+    from modeq.problems import resolve_problem
+
+    problem = resolve_problem(loss, _theta0(theta0))
+    with _console(quiet).status("integrating the principal flow ..."):
+        res = principal_flow_solve(opt, problem.loss, problem.theta0, h=h, T=T, backend=backend, k=k, third=third)
+    steps = res.ts.shape[0] - 1
+    m0 = "zero"
+    if opt.momenta:
+        m0 = manifold_point(opt, problem.loss, problem.theta0, h=h, sweeps=10)
+        if not all(np.all(np.isfinite(np.asarray(m))) for m in m0):
+            m0 = "zero"
+    import warnings
+
+    from modeq.optimizers import DivergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DivergenceWarning)
+        traj = simulate(opt, problem.loss, problem.theta0, steps, h=h, m0=m0)
+    iterates = np.asarray(traj.theta)
+    errors = np.linalg.norm(iterates - res.theta, axis=-1)
+    diag = res.diagnostics
+    typer.echo(f"principal flow of {opt.name} on {problem.name}, h = {h:g}, T = {res.ts[-1]:g}, backend = {backend}"
+               + (" + third-derivative term" if third else ""))
+    typer.echo(f"{'n':>6s} {'t':>9s} {'L(iterate)':>14s} {'L(flow)':>14s} {'|error|':>11s} {'h*lam_max':>10s} regime")
+    for n in sorted(set(np.linspace(0, steps, 9).astype(int).tolist())):
+        regime = diag.regime[n] if diag is not None else ""
+        hl = diag.h_lambda_max[n] if diag is not None else float("nan")
+        typer.echo(f"{n:6d} {res.ts[n]:9.4g} {float(traj.loss[n]):14.6e} {res.loss[n]:14.6e} {errors[n]:11.3e} "
+                   f"{hl:10.4f} {regime}")
+    if traj.diverged:
+        typer.echo(f"iterates diverged at step {int(traj.diverged_at)}")
+    if diag is not None and diag.crossings:
+        typer.echo(f"edge of stability crossed at steps {diag.crossings}")
+    payload = res.to_dict()
+    payload.update({"loss_spec": loss, "iterate_error": errors.tolist(), "max_error": float(errors.max()),
+                    "iterate_loss": np.asarray(traj.loss).tolist()})
+    _write_json(json_path, payload)
+    if plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+        if problem.dim >= 2:
+            axes[0].plot(iterates[:, 0], iterates[:, 1], "k.", label="iterates")
+            axes[0].plot(res.theta[:, 0], res.theta[:, 1], "-", label="Re principal flow")
+            axes[0].set_xlabel("theta[0]")
+            axes[0].set_ylabel("theta[1]")
+        else:
+            axes[0].plot(res.ts, iterates[:, 0], "k.", label="iterates")
+            axes[0].plot(res.ts, res.theta[:, 0], "-", label="Re principal flow")
+        axes[0].legend()
+        axes[1].semilogy(res.ts, np.asarray(traj.loss), "k.", label="L(iterates)")
+        axes[1].semilogy(res.ts, res.loss, "-", label="L(Re flow)")
+        axes[1].set_xlabel("t = n h")
+        axes[1].legend()
+        fig.tight_layout()
+        fig.savefig(plot, dpi=110)
+        plt.close(fig)
+
+
+@app.command("regularizer")
+@_guard
+def regularizer_cmd(
+    optimizer: str = typer.Option("hb", help="gd, hb, nesterov, sgdm, adam(w), nadam, rmsprop, lion, lion_k"),
+    param: List[str] = typer.Option([], "--param", help="hyperparameter k=v (h, beta, b1, b2, ...)"),
+    loss: str = typer.Option("product", help="problem NAME[:k=v] or file.py:function"),
+    theta0: Optional[str] = typer.Option(None, help='initial point "a,b,..."'),
+    h_opt: Optional[float] = typer.Option(None, "--h", help="step size (or --param h=...)"),
+    steps: int = typer.Option(200, help="number of steps"),
+    form: str = typer.Option("ode", help="ode (modified flow) or memoryless (modified map)"),
+    json_path: Optional[str] = typer.Option(None, "--json", help="write results as JSON"),
+    plot: Optional[str] = typer.Option(None, "--plot", help="write a PNG of every term along the run"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
+):
+    """The implicit regularizer: the modified loss L + named terms, and every term's value along a run."""
+    import numpy as np
+
+    import modeq  # noqa: F401
+    from modeq._params import build_optimizer, parse_params
+    from modeq.problems import resolve_problem
+    from modeq.regularizers import regularizer_report
+
+    opt, h = build_optimizer(optimizer, parse_params(param), default_h=h_opt if h_opt is not None else 0.01)
+    problem = resolve_problem(loss, _theta0(theta0))
+    with _console(quiet).status("running ..."):
+        report = regularizer_report(opt, problem.loss, problem.theta0, h=h, steps=steps, form=form)
+    typer.echo(report.modified.describe())
+    typer.echo(report.table(every=max(1, len(report.steps) // 10)))
+    payload = {"optimizer": opt.name, "params": _jsonable_params(opt, h), "loss": loss, **report.to_dict()}
+    _write_json(json_path, payload)
+    if plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, values in report.values.items():
+            v = np.abs(np.asarray(values, dtype=float))
+            if np.any(v > 0):
+                ax.semilogy(report.steps, v, label=name)
+        ax.set_xlabel("step")
+        ax.set_ylabel("|value|")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(plot, dpi=110)
+        plt.close(fig)
+
+
+def _noise_oracle(kind: str, problem, params: dict):
+    from modeq.problems import GaussianNGOS, LabelNoise, MiniBatch
+
+    kind = kind.lower()
+    if kind == "label":
+        return LabelNoise(problem, float(params.get("delta", 0.5)))
+    if kind == "isotropic":
+        return GaussianNGOS(problem.loss, float(params.get("sigma", 0.5)))
+    if kind == "gaussian":
+        import jax
+
+        return GaussianNGOS(problem.loss, float(params.get("sigma", 0.5)), covariance_fn=jax.hessian(problem.loss))
+    if kind == "minibatch":
+        return MiniBatch(problem, int(params.get("batch", 1)))
+    raise ValueError(f"noise must be label, isotropic, gaussian (covariance = Hessian) or minibatch, got {kind!r}")
+
+
+@app.command("sde")
+@_guard
+def sde_cmd(
+    optimizer: str = typer.Option("sgd", help="sgd or sgdm (normalized; --param beta=...)"),
+    param: List[str] = typer.Option([], "--param", help="hyperparameter k=v (beta for sgdm)"),
+    loss: str = typer.Option("quadratic:d=2", help="problem NAME[:k=v] or file.py:function"),
+    theta0: Optional[str] = typer.Option(None, help='initial point "a,b,..."'),
+    noise: str = typer.Option("isotropic", help="isotropic | gaussian | label | minibatch"),
+    noise_param: List[str] = typer.Option([], "--noise-param", help="sigma=..., delta=..., batch=..."),
+    eta: str = typer.Option("0.2,0.1,0.05", "--eta", help="learning rates, comma-separated"),
+    T: float = typer.Option(1.0, "--T", help="time horizon (steps = T/eta)"),
+    paths: int = typer.Option(2000, help="Monte Carlo paths (>= 2)"),
+    order: int = typer.Option(1, help="SME order: 1 or 2"),
+    seed: int = typer.Option(0, help="random seed"),
+    json_path: Optional[str] = typer.Option(None, "--json", help="write results as JSON"),
+    plot: Optional[str] = typer.Option(None, "--plot", help="write a PNG of the weak errors"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
+):
+    """Weak-error study: E phi(x_k) of SGD/SGDM vs E phi(X_{k eta}) of the SME (phi = |x|^2), with fitted weak order."""
+    import jax
+
+    import modeq  # noqa: F401
+    from modeq._params import build_optimizer, parse_params
+    from modeq.problems import resolve_problem
+    from modeq.sde import weak_error_study
+
+    name = optimizer.lower()
+    if name not in ("sgd", "gd", "sgdm"):
+        raise ValueError(f"optimizer must be sgd or sgdm, got {optimizer!r}")
+    opt, _ = build_optimizer(name, parse_params(param))
+    problem = resolve_problem(loss, _theta0(theta0))
+    oracle = _noise_oracle(noise, problem, parse_params(noise_param))
+    etas = sorted(_floats("eta", eta), reverse=True)
+    with _console(quiet).status("simulating SGD and the SME ..."):
+        study = weak_error_study(problem.loss, oracle, problem.theta0, etas, T, paths=paths, key=jax.random.key(seed),
+                                 order=order, optimizer=opt)
+    data = study.to_dict()
+    typer.echo(f"{opt.name} on {problem.name}, noise = {noise}, SME order {order}, T = {T:g}, {paths} paths")
+    typer.echo(f"{'eta':>10s} {'E phi(SGD)':>14s} {'E phi(SME)':>14s} {'|bias|':>11s} {'MC s.e.':>10s}")
+    for i, e in enumerate(study.etas):
+        typer.echo(f"{e:10g} {study.discrete['phi'][i]:14.6e} {study.continuous['phi'][i]:14.6e} "
+                   f"{study.errors['phi'][i]:11.3e} {study.stderr['phi'][i]:10.2e}")
+    fit = study.fits["phi"]
+    if fit is not None:
+        typer.echo(f"fitted weak order {fit.order:.3f}, 95% CI [{fit.ci[0]:.3f}, {fit.ci[1]:.3f}]")
+    for w in study.warnings:
+        typer.echo(f"warning: {w}")
+    payload = {"optimizer": opt.name, "params": {k: float(v) for k, v in opt.hyper.items()}, "loss": loss,
+               "noise": noise, "T": T, "paths": paths, "order": order, "results": data}
+    _write_json(json_path, payload)
+    if plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        ax.errorbar(study.etas, study.errors["phi"], yerr=study.stderr["phi"], fmt="o", label="|bias| +- MC s.e.")
+        if fit is not None:
+            import numpy as np
+
+            grid = np.geomspace(min(study.etas), max(study.etas), 20)
+            ax.loglog(grid, fit.constant * grid**fit.order, "-", label=f"slope {fit.order:.2f}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("eta")
+        ax.set_ylabel("weak error")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(plot, dpi=110)
+        plt.close(fig)
+
+
+@app.command("slow-sde")
+@_guard
+def slow_sde_cmd(
+    problem_name: Optional[str] = typer.Option(None, "--problem", help="built-in problem with a manifold (uv, ...)"),
+    loss: Optional[str] = typer.Option(None, help="or a loss spec file.py:function"),
+    theta0: Optional[str] = typer.Option(None, help='initial point "a,b,..."'),
+    noise: str = typer.Option("label", help="label | isotropic | gaussian"),
+    noise_param: List[str] = typer.Option([], "--noise-param", help="delta=... or sigma=..."),
+    eta: str = typer.Option("0.02,0.01,0.005", "--eta", help="learning rates, comma-separated"),
+    T: float = typer.Option(1.0, "--T", help="slow time horizon (steps = T/eta^2)"),
+    paths: int = typer.Option(16, help="paths (>= 2)"),
+    optimizer: str = typer.Option("sgd", help="sgd or sgdm"),
+    param: List[str] = typer.Option([], "--param", help="beta=... for sgdm"),
+    seed: int = typer.Option(0, help="random seed"),
+    json_path: Optional[str] = typer.Option(None, "--json", help="write results as JSON"),
+    plot: Optional[str] = typer.Option(None, "--plot", help="write a PNG (endpoints on Gamma)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
+):
+    """Slow SDE on the manifold of minimizers (Li, Wang & Arora) vs SGD/SGDM at small eta, over slow time T = eta^2 k.
+
+    Label noise: the deterministic Riemannian flow of tr Hess L; other noise: the projected-noise scheme."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import modeq  # noqa: F401
+    from modeq._params import build_optimizer, parse_params
+    from modeq.compare import fit_order
+    from modeq.optimizers import simulate
+    from modeq.problems import resolve_problem
+    from modeq.sde import label_noise_flow, phi, slow_sde
+
+    spec = problem_name or loss or "uv"
+    problem = resolve_problem(spec, _theta0(theta0))
+    nparams = parse_params(noise_param)
+    oracle = _noise_oracle(noise, problem, nparams)
+    name = optimizer.lower()
+    if name not in ("sgd", "gd", "sgdm"):
+        raise ValueError(f"optimizer must be sgd or sgdm, got {optimizer!r}")
+    opt, _ = build_optimizer(name, parse_params(param))
+    etas = sorted(_floats("eta", eta), reverse=True)
+    paths_ = int(paths)
+    if paths_ < 2:
+        raise ValueError(f"paths must be an integer >= 2, got {paths}")
+    key = jax.random.key(seed)
+    y0 = phi(problem.loss, problem.theta0)
+    if noise == "label":
+        n = max(problem.n_examples, 1)
+        c = float(nparams.get("delta", 0.5)) ** 2 / n
+        target = np.asarray(label_noise_flow(problem.loss, problem.theta0, [0.0, T], c).ys[-1])
+        target_std = np.zeros_like(target)
+    else:
+        res = slow_sde(problem.loss, oracle.covariance, problem.theta0, T, 200, paths=paths_, key=key)
+        ends = np.asarray(res.ys[:, -1])
+        target, target_std = ends.mean(0), ends.std(0, ddof=1) / np.sqrt(paths_)
+    rows = []
+    with _progress(quiet) as bar:
+        task = bar.add_task("SGD at small eta", total=len(etas))
+        for i, e in enumerate(etas):
+            steps = int(round(T / e**2))
+            keys = jax.random.split(jax.random.fold_in(key, i + 1), paths_)
+            ends = jax.vmap(lambda k: simulate(opt, problem.loss, problem.theta0, steps, h=e, oracle=oracle, key=k,
+                                               record=False).theta[-1])(keys)
+            ends = np.asarray(ends)
+            mean, se = ends.mean(0), ends.std(0, ddof=1) / np.sqrt(paths_)
+            rows.append({"eta": e, "steps": steps, "mean": mean.tolist(), "stderr": se.tolist(),
+                         "error": float(np.linalg.norm(mean - target))})
+            bar.update(task, completed=i + 1)
+    typer.echo(f"slow SDE ({noise} noise) vs {opt.name} on {problem.name}: slow time T = {T:g}, {paths_} paths")
+    typer.echo(f"Phi(theta0) = {np.asarray(y0).round(6).tolist()}, slow-SDE mean at T = {target.round(6).tolist()}")
+    typer.echo(f"{'eta':>8s} {'steps':>8s} {'|E x_k - E Y_T|':>16s}  mean x_k")
+    for r in rows:
+        typer.echo(f"{r['eta']:8g} {r['steps']:8d} {r['error']:16.4e}  {np.round(r['mean'], 6).tolist()}")
+    fit = fit_order([r["eta"] for r in rows], [r["error"] for r in rows]) if len(rows) >= 2 else None
+    if fit is not None:
+        typer.echo(f"fitted order in eta {fit.order:.3f}, 95% CI [{fit.ci[0]:.3f}, {fit.ci[1]:.3f}]")
+    payload = {"problem": spec, "noise": noise, "optimizer": opt.name, "T": T, "paths": paths_,
+               "phi_theta0": np.asarray(y0).tolist(), "slow_sde_mean": target.tolist(),
+               "slow_sde_stderr": target_std.tolist(), "results": rows,
+               "fitted_order": None if fit is None else fit.order,
+               "fitted_order_ci": None if fit is None else list(fit.ci)}
+    _write_json(json_path, payload)
+    if plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        if problem.dim == 2 and problem.manifold is not None:
+            u = np.linspace(-3, 3, 300)
+            U, V = np.meshgrid(u, u)
+            C = np.vectorize(lambda a, b: float(problem.manifold(jnp.array([a, b]))[0]))(U, V)
+            ax.contour(U, V, C, levels=[0.0], colors="k", linewidths=0.8)
+        for r in rows:
+            ax.plot(*np.asarray(r["mean"])[:2], "o", label=f"SGD mean, eta = {r['eta']:g}")
+        ax.plot(*target[:2], "r*", ms=12, label="slow SDE")
+        ax.plot(*np.asarray(y0)[:2], "ks", label="Phi(theta0)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(plot, dpi=110)
+        plt.close(fig)
 
 
 def main():  # pragma: no cover - entry point

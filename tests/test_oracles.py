@@ -54,7 +54,7 @@ def assert_moments(samples, mean, cov, k=K_SE):
 
 def epoch_indices(oracle, key, epochs):
     steps = oracle.steps_per_epoch * epochs
-    idx = jax.vmap(lambda n: oracle.indices(key, n))(jnp.arange(steps))
+    idx = jax.jit(jax.vmap(lambda n: oracle.indices(key, n)))(jnp.arange(steps))
     return np.asarray(idx).reshape(epochs, -1)
 
 
@@ -83,12 +83,13 @@ def test_minibatch_gradient_is_the_batch_mean():
     p = logistic(n=32)
     oracle = MiniBatch(p, 4)
     key, theta = jax.random.key(3), p.theta0
-    per_example = np.asarray(oracle.per_example_gradients(theta))
-    np.testing.assert_allclose(per_example[5], jax.grad(p.example_loss)(theta, 5), rtol=1e-14)
-    np.testing.assert_allclose(per_example.mean(axis=0), jax.grad(p.loss)(theta), rtol=1e-12, atol=1e-15)
-    for n in (0, 7, 8, 21):
-        idx = np.asarray(oracle.indices(key, n))
-        np.testing.assert_allclose(oracle(theta, key, n), per_example[idx].mean(axis=0), rtol=1e-12, atol=1e-15)
+    per_example = np.asarray(jax.jit(oracle.per_example_gradients)(theta))
+    np.testing.assert_allclose(per_example[5], jax.jit(jax.grad(p.example_loss))(theta, 5), rtol=1e-14)
+    np.testing.assert_allclose(per_example.mean(axis=0), jax.jit(jax.grad(p.loss))(theta), rtol=1e-12, atol=1e-15)
+    steps = jnp.array([0, 7, 8, 21])
+    idx = np.asarray(jax.jit(jax.vmap(lambda n: oracle.indices(key, n)))(steps))
+    grads = jax.jit(jax.vmap(lambda n: oracle(theta, key, n)))(steps)
+    np.testing.assert_allclose(grads, per_example[idx].mean(axis=1), rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize(
@@ -105,9 +106,10 @@ def test_same_key_same_gradient(make):
     oracle = make()
     theta = jnp.linspace(-0.5, 0.5, 10 if isinstance(oracle, LabelNoise) else 3)
     k1, k2 = jax.random.key(11), jax.random.key(12)
-    np.testing.assert_array_equal(oracle(theta, k1, 5), oracle(theta, k1, 5))
-    assert not np.allclose(oracle(theta, k1, 5), oracle(theta, k2, 5))
-    assert not np.allclose(oracle(theta, k1, 5), oracle(theta, k1, 6))  # fresh randomness every step
+    call = jax.jit(lambda key, n: oracle(theta, key, n))
+    np.testing.assert_array_equal(call(k1, 5), call(k1, 5))
+    assert not np.allclose(call(k1, 5), call(k2, 5))
+    assert not np.allclose(call(k1, 5), call(k1, 6))  # fresh randomness every step
 
 
 def test_full_batch_is_the_gradient():
@@ -124,15 +126,15 @@ def test_minibatch_covariance_exact_enumeration():
     p = logistic(n=8)
     oracle = MiniBatch(p, 2)
     theta = p.theta0
-    mean = np.asarray(jax.grad(p.loss)(theta))
-    per = np.asarray(oracle.per_example_gradients(theta))
+    mean = np.asarray(jax.jit(jax.grad(p.loss))(theta))
+    per = np.asarray(jax.jit(oracle.per_example_gradients)(theta))
     subsets = list(itertools.combinations(range(8), 2))
     batch_grads = np.array([per[list(s)].mean(axis=0) for s in subsets])
     np.testing.assert_allclose(batch_grads.mean(axis=0), mean, rtol=1e-12, atol=1e-15)
     exact = (batch_grads - mean).T @ (batch_grads - mean) / len(subsets)
-    np.testing.assert_allclose(oracle.covariance(theta), exact, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(jax.jit(oracle.covariance)(theta), exact, rtol=1e-12, atol=1e-15)
     full = MiniBatch(p, 8)  # B = n: no noise
-    np.testing.assert_allclose(full.covariance(theta), 0.0, atol=1e-15)
+    np.testing.assert_allclose(jax.jit(full.covariance)(theta), 0.0, atol=1e-15)
 
 
 # --- Monte Carlo moments ---------------------------------------------------------------------------------------------
@@ -229,3 +231,20 @@ def test_oracle_validation():
         GaussianNGOS(p.loss, sigma=-1.0)
     with pytest.raises(ValueError, match="l must"):
         SVAG(GaussianNGOS(p.loss), 0.5)
+
+
+def test_oracles_are_static_jit_arguments():
+    """simulate passes the oracle to ``eqx.filter_jit`` as a static argument: it must be hashable, and equal oracles
+    must hash equal (one compile for repeated runs)."""
+    from modeq import optimizers as mo
+
+    p = logistic(n=8)
+    for make in (lambda: MiniBatch(p, 2), lambda: SVAG(MiniBatch(p, 2), 4.0), lambda: GaussianNGOS(p.loss, 0.1)):
+        a, b = make(), make()
+        assert a == b and hash(a) == hash(b)
+    lab = linear_overparam()
+    assert hash(LabelNoise(lab, 0.1)) == hash(LabelNoise(lab, 0.1))
+    traj = mo.simulate(
+        mo.heavy_ball(0.5), p.loss, p.theta0, 10, h=0.1, oracle=SVAG(MiniBatch(p, 2), 4.0), key=jax.random.key(0)
+    )
+    assert np.all(np.isfinite(np.asarray(traj.theta))) and int(traj.diverged_at) == -1

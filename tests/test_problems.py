@@ -39,9 +39,8 @@ def test_builds_finite_loss_and_gradient(name):
     p = built(name)
     assert isinstance(p, Problem)
     assert p.theta0.dtype == jnp.float64 and p.theta0.shape == (p.dim,)
-    value = p.loss(p.theta0)
+    value, g = jax.jit(jax.value_and_grad(p.loss))(p.theta0)
     assert value.shape == () and value.dtype == jnp.float64 and np.isfinite(float(value))
-    g = jax.grad(p.loss)(p.theta0)
     assert g.shape == (p.dim,) and np.all(np.isfinite(np.asarray(g)))
     assert p.description
     check_scalar_loss(p.loss, p.theta0)
@@ -52,11 +51,12 @@ def test_finite_sum_mean_of_example_losses(name):
     p = built(name)
     theta = p.theta0 + 0.1 * jnp.arange(p.dim) / p.dim  # away from any special point
     idx = jnp.arange(p.n_examples)
-    per_example = jax.vmap(lambda i: p.example_loss(theta, i))(idx)
-    np.testing.assert_allclose(jnp.mean(per_example), p.loss(theta), rtol=1e-12)
-    np.testing.assert_allclose(p.batch_loss(theta, idx), p.loss(theta), rtol=1e-12)
+    per_example = jax.jit(jax.vmap(lambda i: p.example_loss(theta, i)))(idx)
+    loss = jax.jit(p.loss)(theta)
+    np.testing.assert_allclose(jnp.mean(per_example), loss, rtol=1e-12)
+    np.testing.assert_allclose(jax.jit(p.batch_loss)(theta, idx), loss, rtol=1e-12)
     if p.model is not None:  # squared loss: l_i = (f_i - y_i)^2 / 2
-        f = jax.vmap(lambda i: p.model(theta, i))(idx)
+        f = jax.jit(jax.vmap(lambda i: p.model(theta, i)))(idx)
         np.testing.assert_allclose(0.5 * (f - p.targets) ** 2, per_example, rtol=1e-12)
 
 
@@ -109,7 +109,7 @@ def test_manifold_vanishes_at_minimizer(p, theta):
 
 def test_quadratic_hessian_spectrum():
     p = quadratic(d=8, condition=50.0, lambda_max=2.0)
-    a = np.asarray(quadratic_hessian(p))
+    a = np.asarray(jax.jit(lambda: quadratic_hessian(p))())
     np.testing.assert_allclose(a, a.T, atol=1e-15)
     lam = np.linalg.eigvalsh(a)
     np.testing.assert_allclose([lam.min(), lam.max()], [2.0 / 50.0, 2.0], rtol=1e-12)
@@ -274,7 +274,7 @@ def test_resolve_bad_theta0(theta0):
 
 
 def test_resolve_user_wrong_theta0_length(user_file):
-    # the user's loss accepts any length; its THETA0 sets the dimension, a later theta0 must match... or evaluate
+    # a user's loss defines no dimension: theta0 sets it, and a loss that cannot take that length is reported
     p = resolve_problem(f"{user_file}:loss", theta0=[1.0, 2.0, 3.0, 4.0])
     assert p.dim == 4
     path = user_file.parent / "fixed.py"

@@ -47,12 +47,14 @@ def test_d2phi_three_ways(loss):
     xs = phi(loss, jnp.array([0.4, -0.3, 0.5]))
     closed, terms = d2phi_closed(loss, xs, sigma, terms=True)
     assert all(float(jnp.max(jnp.abs(t))) > 1e-3 for t in terms[1:])  # mixed and normal terms are active
+    np.testing.assert_allclose(d2phi_fd(loss, xs, sigma), closed, atol=1e-5)
+    if loss is surface_loss:  # keep the file fast: the variational solve (heavy compile) runs on the curve only
+        return
     y, J, K = d2phi_variational(loss, xs, sigma)
     ops = manifold_operators(loss, xs)
     np.testing.assert_allclose(K, closed, atol=1e-10)
     np.testing.assert_allclose(J, ops.p_par, atol=1e-10)
     np.testing.assert_allclose(y, xs, atol=1e-10)
-    np.testing.assert_allclose(d2phi_fd(loss, xs, sigma), closed, atol=1e-5)
     # dPhi kills the gradient off Gamma (THEORY B2.3(a))
     x = jnp.array([0.4, -0.3, 0.5])
     _, Jx, _ = d2phi_variational(loss, x, sigma)
@@ -75,7 +77,7 @@ def test_phi_rejects_non_attracted_point():
 def test_projected_scheme_label_noise_uv():
     p = uv()
     orc = LabelNoise(p, 1.0)
-    r = slow_sde(p.loss, orc.covariance, p.theta0, 1.0, 200, paths=8, key=jax.random.key(0))
+    r = slow_sde(p.loss, orc.covariance, p.theta0, 1.0, 100, paths=8, key=jax.random.key(0))
     D = np.asarray(r.ys[:, -1, 0] ** 2 - r.ys[:, -1, 1] ** 2)
     # noise is normal to Gamma: Phi removes it to first order; weak O(dt) bias
     assert abs(D.mean() / 3.75 - math.exp(-1.0)) < 0.01

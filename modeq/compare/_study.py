@@ -12,7 +12,9 @@ Start of a momentum method (the choice decides the measured order; THEORY.md A3,
 * ``init="rest"``: $m_0 = 0$ (optax's default). Off the manifold, the transient decays like $\beta^n$ but leaves a
   permanent $O(h)$ shift, so a flow started at $\theta_0$ is only first-order accurate, whatever $R$. With a burn-in of
   $n_0$ steps the comparison starts at $\theta_{n_0}$, where the state is within $O(\beta^{n_0})$ of the manifold; the
-  default burn-in makes $\beta^{n_0} \le 10^{-2} h^{R+1}$ so that the order $R$ is measured again.
+  default burn-in makes $\beta^{n_0} \le 10^{-2} h^{R+1}$ so that the order $R$ is measured again. The burn-in is a
+  fixed time $t_0 = n_0 h$, the same for every $h$ (``burn_in`` counts steps of the largest $h$), so that every
+  comparison window starts at the same point of the trajectory.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 
 from .._validation import check_int_at_least, check_positive
 from ..flows._modified import gradient_field, memoryless_map, modified_field
+from ..flows._principal import principal_flow, principal_flow_third
 from ..optimizers._simulate import simulate
 from ..optimizers._spec import Optimizer
 from ..series._manifold import manifold_point
@@ -75,8 +78,11 @@ def parse_flow(text: str) -> FlowSpec:
     )
 
 
-# Extra ODE flows registered by other modules (principal flow): kind -> builder(optimizer, loss, h) -> field(theta)
-FLOW_BUILDERS: dict[str, Callable] = {}
+# ODE flows beyond the modified fields: kind -> builder(optimizer, loss, h) -> VectorField (extension point).
+FLOW_BUILDERS: dict[str, Callable] = {
+    "principal": lambda optimizer, loss, h: principal_flow(optimizer, loss, h=h),
+    "principal+third": lambda optimizer, loss, h: principal_flow_third(optimizer, loss, h=h),
+}
 
 
 @dataclasses.dataclass
@@ -168,7 +174,7 @@ def flow_values(spec: FlowSpec, flow, theta_start, h: float, steps: int, rtol: f
     if spec.kind == "memoryless":
         return np.asarray(_iterate_map(flow, theta_start, steps)), 0.0
     ts = np.arange(steps + 1) * h
-    coarse = solve_ode(flow, theta_start, ts, rtol=rtol, pad_to=pad_to + 1)
+    coarse = solve_ode(flow, theta_start, ts, rtol=rtol, pad_to=2 * pad_to + 1)  # same shape: one compilation
     fine = solve_ode(flow, theta_start, np.arange(2 * steps + 1) * (h / 2), rtol=rtol, pad_to=2 * pad_to + 1)
     values = fine.ys[::2]
     floor = float(np.max(np.linalg.norm(values - coarse.ys, axis=-1)))
@@ -204,6 +210,10 @@ def compare_flow(
     if burn_in is not None:
         burn_in = check_int_at_least("burn_in", burn_in, 0)
     theta0 = jnp.asarray(theta0, dtype=jnp.float64)
+    if init == "manifold" and optimizer.bias_correction:
+        # On the manifold the momenta are already at their stationary values: bias correction (a start-up device
+        # for zero buffers) would distort them. The modified equations are those of the stationary optimizer.
+        optimizer = dataclasses.replace(optimizer, bias_correction=False)
     notes: list[str] = []
     eta = expansion_parameter(optimizer, loss, theta0, max(hs))
     if eta > 0.05:
@@ -214,11 +224,17 @@ def compare_flow(
     max_errors, curves, trajectories, floors = [], [], [], []
     flow_obj = build_flow(spec, optimizer, loss, hs[0], truncation)
     pad = max(max(1, int(round(T / h))) for h in hs)
+    # The burn-in is a fixed *time*, the same for every h, so that every comparison window starts at the same point
+    # of the trajectory (otherwise the error constant would change with h and bias the fitted order).
+    burn_time = 0.0
+    if init == "rest" and optimizer.momenta:
+        if burn_in is None:
+            burn_time = max(default_burn_in(optimizer, h, spec.order) * h for h in hs)
+        else:
+            burn_time = burn_in * max(hs)
     for i, h in enumerate(hs):
         steps = max(1, int(round(T / h)))
-        n0 = 0
-        if init == "rest" and optimizer.momenta:
-            n0 = default_burn_in(optimizer, h, spec.order) if burn_in is None else burn_in
+        n0 = int(math.ceil(burn_time / h - 1e-9))
         m0 = _start_momenta(optimizer, loss, theta0, h, init, spec.order)
         traj = simulate(optimizer, loss, theta0, n0 + steps, h=h, m0=m0, record=False)
         if traj.diverged:

@@ -1,6 +1,21 @@
-"""Builders that return vector fields (drift, and diffusion for SDEs)."""
+"""Builders that return vector fields: modified fields of any order, memoryless maps, principal flows."""
 
 from ._modified import TRUNCATIONS, VectorField, gradient_field, memoryless_map, modified_field
+from ._principal import (
+    PrincipalDiagnostics,
+    PrincipalField,
+    PrincipalFlowResult,
+    imag_part,
+    principal_diagnostics,
+    principal_flow,
+    principal_flow_solve,
+    principal_flow_third,
+    real_part,
+    to_complex_state,
+)
 
-__all__ = ["VectorField", "modified_field", "memoryless_map", "gradient_field", "TRUNCATIONS"]
-from ._principal import PrincipalDiagnostics, PrincipalFlowResult, imag_part, principal_diagnostics, principal_flow, principal_flow_solve, principal_flow_third, real_part, to_complex_state  # noqa: E402,F401
+__all__ = [
+    "VectorField", "modified_field", "memoryless_map", "gradient_field", "TRUNCATIONS",
+    "principal_flow", "principal_flow_third", "principal_flow_solve", "principal_diagnostics", "PrincipalField",
+    "PrincipalFlowResult", "PrincipalDiagnostics", "to_complex_state", "real_part", "imag_part",
+]

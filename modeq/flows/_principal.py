@@ -55,11 +55,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import sys
-import types
 import warnings
 from typing import Callable, Optional
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -124,46 +123,55 @@ def log_root(x, beta):
     return log_abs, arg, phi_re, phi_im
 
 
-def series_coefficients(beta: float, terms: int) -> np.ndarray:
-    r"""$a_0, \dots, a_{P-1}$ of $\varphi(x) = \operatorname{Log} r_*(x)/x = \sum_p a_p x^p$.
+_log_root_jit = jax.jit(log_root)
+
+
+def series_coefficients(beta, terms: int) -> jax.Array:
+    r"""$a_0, \dots, a_{P-1}$ of $\varphi(x) = \operatorname{Log} r_*(x)/x = \sum_p a_p x^p$ (``beta`` may be traced).
 
     By the Legendre recursion $(p+1)P_{p+1}(t) = (2p+1)\,t\,P_p(t) - p\,P_{p-1}(t)$ at $t = (1+\beta)/(1-\beta)$
     (forward-stable: $t \ge 1$), $a_p = -P_p(t)/((p+1)(1-\beta)^{p+1})$. GD: $a_p = -1/(p+1)$.
     """
-    beta = float(beta)
     terms = check_int_at_least("terms", terms, 1)
+    beta = jnp.asarray(beta, dtype=jnp.float64)
     t = (1.0 + beta) / (1.0 - beta)
     u = 1.0 / (1.0 - beta)
-    legendre = [1.0, t]
+    legendre = [jnp.ones_like(t), t]
     for p in range(1, terms):
         legendre.append(((2 * p + 1) * t * legendre[p] - p * legendre[p - 1]) / (p + 1))
-    return np.array([-legendre[p] * u ** (p + 1) / (p + 1) for p in range(terms)])
+    return jnp.stack([-legendre[p] * u ** (p + 1) / (p + 1) for p in range(terms)])
 
 
-def _third_coefficient(beta: float) -> float:
-    """The exact coefficient of $h^2 T[g, g]$ in the modified equation (GD: -1/12), from the tree tables."""
-    from ..series._symbolic import _numeric_coefficient, gd_modified_coefficients, hb_modified_coefficients
+@functools.lru_cache(maxsize=1)
+def _third_coefficient_function() -> Callable:
+    r"""$\beta \mapsto$ the exact coefficient of $h^2 T[g, g]$ in the heavy-ball modified equation (GD at $\beta = 0$:
+    $-1/12$), lambdified from the tree tables of :mod:`modeq.series._symbolic` (traceable in ``beta``)."""
+    import sympy
 
-    records = hb_modified_coefficients(3) if beta != 0.0 else gd_modified_coefficients(3)
-    (record,) = [r for r in records if r.elementary_differential == "T3[g,g]"]
-    return _numeric_coefficient(record, beta if beta != 0.0 else None)
+    from ..series._symbolic import BETA, hb_modified_coefficients
+
+    (record,) = [r for r in hb_modified_coefficients(3) if r.elementary_differential == "T3[g,g]"]
+    return sympy.lambdify(BETA, record.coefficient, modules="jax")
 
 
 # =====================================================================================================================
 # Lanczos
 # =====================================================================================================================
-def lanczos_eigenpairs(matvec: Callable, dim: int, iterations: int, key):
+def lanczos_eigenpairs(matvec: Callable, dim: int, iterations: int, seed: int = 0):
     r"""All Ritz pairs of the symmetric operator ``matvec`` after ``iterations`` $= m$ Lanczos steps with full
-    reorthogonalization (twice per step), from a random start drawn with ``key``.
+    reorthogonalization (twice per step), from a Gaussian start vector $v_0$ drawn with ``seed`` (a constant of the
+    traced program, so the result is a deterministic function of the operator).
 
-    jit-friendly (one ``lax.fori_loop``, fixed $m$). On breakdown (an invariant subspace: $\|w\| \le 10^{-10}$ times the
-    largest $\|Hv\|$ seen) the next basis vector is a fresh random vector orthogonalized against the basis. The Ritz
-    pairs are those of the full projection $V H V^\top$ (symmetrized), so they are exact when $m = d$.
-    Returns ``(values, vectors)``, ascending, ``vectors`` of shape ``(dim, m)``.
+    jit-friendly (one ``lax.fori_loop``, fixed $m$). On breakdown (an invariant subspace: $\|w\| \le 10^{-10}$ times
+    the largest $\|Hv\|$ seen) the next basis vector is a cyclic shift of $v_0$ orthogonalized against the basis (the
+    shifts of a Gaussian vector span $\mathbb R^d$ almost surely). The Ritz pairs are those of the full projection
+    $V H V^\top$ (symmetrized), so they are exact when $m = d$. Returns ``(values, vectors)``, ascending, ``vectors``
+    of shape ``(dim, m)``.
     """
     m = int(iterations)
-    v0 = jax.random.normal(key, (dim,), dtype=jnp.float64)
-    basis = jnp.zeros((m + 1, dim), dtype=jnp.float64).at[0].set(v0 / jnp.linalg.norm(v0))
+    v0 = np.random.default_rng(seed).standard_normal(dim)
+    v0 = jnp.asarray(v0 / np.linalg.norm(v0))
+    basis = jnp.zeros((m + 1, dim), dtype=jnp.float64).at[0].set(v0)
     images = jnp.zeros((m, dim), dtype=jnp.float64)
 
     def orthogonalize(v, basis):
@@ -179,7 +187,7 @@ def lanczos_eigenpairs(matvec: Callable, dim: int, iterations: int, key):
         norm = jnp.linalg.norm(w)
 
         def fresh(_):
-            r = orthogonalize(jax.random.normal(jax.random.fold_in(key, j + 1), (dim,), dtype=jnp.float64), basis)
+            r = orthogonalize(jnp.roll(v0, j + 1), basis)
             return r / jnp.maximum(jnp.linalg.norm(r), 1e-300)
 
         nxt = jax.lax.cond(norm <= 1e-10 * scale, fresh, lambda _: w / jnp.where(norm > 0, norm, 1.0), None)
@@ -193,8 +201,8 @@ def lanczos_eigenpairs(matvec: Callable, dim: int, iterations: int, key):
     return values, basis.T @ vectors
 
 
-def _top_k(matvec, dim, k, iterations, key):
-    values, vectors = lanczos_eigenpairs(matvec, dim, iterations, key)
+def _top_k(matvec, dim, k, iterations, seed):
+    values, vectors = lanczos_eigenpairs(matvec, dim, iterations, seed)
     order = jnp.argsort(-jnp.abs(values))[:k]
     return values[order], vectors[:, order]
 
@@ -221,6 +229,7 @@ def _residual_series(matvec, basis, vectors, coefficients, h):
 # Checks
 # =====================================================================================================================
 def _beta_of(optimizer) -> float:
+    """The momentum of a supported optimizer (0 for GD); ``ValueError`` naming ``optimizer`` otherwise."""
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a modeq.optimizers.Optimizer, got {type(optimizer).__name__}")
     if optimizer.name not in _SUPPORTED:
@@ -281,9 +290,8 @@ def check_hessian(loss: Callable, theta, *, backend: str = "dense", seed: int = 
         if asym > 1e-8 * size:
             raise ValueError(f"loss: its Hessian at theta0 is not symmetric (max |H - H^T| = {asym:.3g}, max |H| = {size:.3g})")
         return
-    ku, kv = jax.random.split(jax.random.key(seed + 1))
-    u = jax.random.normal(ku, theta.shape, dtype=jnp.float64)
-    v = jax.random.normal(kv, theta.shape, dtype=jnp.float64)
+    rng = np.random.default_rng(seed + 1)
+    u, v = (jnp.asarray(rng.standard_normal(theta.shape)) for _ in range(2))
     hu = jax.jvp(grad, (theta,), (u,))[1]
     hv = jax.jvp(grad, (theta,), (v,))[1]
     if not (bool(jnp.all(jnp.isfinite(hu))) and bool(jnp.all(jnp.isfinite(hv)))):
@@ -318,13 +326,34 @@ def imag_part(y):
 # =====================================================================================================================
 # Vector fields
 # =====================================================================================================================
+def _cached(factory, loss, *options):
+    """``factory(loss, *options)`` through its ``lru_cache`` when ``loss`` is hashable (one compiled program per loss and
+    options), else uncached (e.g. an equinox module holding arrays)."""
+    try:
+        hash(loss)
+    except TypeError:
+        return factory.__wrapped__(loss, *options)
+    return factory(loss, *options)
+
+
+class PrincipalField(VectorField):
+    r"""A :class:`VectorField` whose momentum $\beta$ is an array field too (``fn(theta, h, beta)``): fields that
+    differ only in ``h`` or ``beta`` (GD is $\beta = 0$) share one compiled solve."""
+
+    beta: jax.Array = eqx.field(default_factory=lambda: jnp.zeros((), dtype=jnp.float64))
+
+    def __call__(self, theta):
+        return self.fn(theta, self.h, self.beta)
+
+    def term(self, t, y, args):
+        return self.fn(y, self.h, self.beta)
+
+
 @functools.lru_cache(maxsize=64)
-def _field_function(loss, beta, backend, k, terms, iterations, state, third, seed):
-    """The field's ``fn(theta, h)``, cached so that fields built with the same options share one compiled solve."""
+def _field_function(loss, backend, k, terms, iterations, state, third, seed):
+    """The field's ``fn(theta, h, beta)``, cached so that fields with the same options (any ``h`` and ``beta``) share
+    one compiled solve."""
     grad = jax.grad(loss)
-    coefficients = series_coefficients(beta, terms)
-    c3 = _third_coefficient(beta) if third else 0.0
-    key = jax.random.key(seed)
 
     def tgg(theta):
         g = grad(theta)
@@ -340,20 +369,20 @@ def _field_function(loss, beta, backend, k, terms, iterations, state, third, see
             return g, None, lam, vecs
         m = _check_dim(k, iterations, dim)
         g, hvp = jax.linearize(grad, theta)
-        lam, vecs = _top_k(hvp, dim, k, m, key)
+        lam, vecs = _top_k(hvp, dim, k, m, seed)
         return g, hvp, lam, vecs
 
-    def real_field(theta, hh):
+    def real_field(theta, hh, beta):
         g, hvp, lam, vecs = spectrum(theta)
         _, _, phi_re, _ = log_root(hh * lam, beta)
         out = vecs @ (phi_re * (vecs.T @ g))
         if hvp is not None:
-            out = out + _residual_series(hvp, vecs, g[None], coefficients, hh)[0]
+            out = out + _residual_series(hvp, vecs, g[None], series_coefficients(beta, terms), hh)[0]
         if third:
-            out = out + c3 * hh**2 * tgg(theta)
+            out = out + _third_coefficient_function()(beta) * hh**2 * tgg(theta)
         return out
 
-    def complex_field(y, hh):
+    def complex_field(y, hh, beta):
         a, b = real_part(y), imag_part(y)
         g, hvp, lam, vecs = spectrum(a)
         log_abs, arg, phi_re, phi_im = log_root(hh * lam, beta)
@@ -361,11 +390,12 @@ def _field_function(loss, beta, backend, k, terms, iterations, state, third, see
         da = vecs @ (phi_re * cg - (arg / hh) * cb)
         db = vecs @ (phi_im * cg + (log_abs / hh) * cb)
         if hvp is not None:
-            res = _residual_series(hvp, vecs, jnp.stack([g, hvp(b)]), coefficients, hh)
+            res = _residual_series(hvp, vecs, jnp.stack([g, hvp(b)]), series_coefficients(beta, terms), hh)
             da, db = da + res[0], db + res[1]
         if third:
+            c3 = _third_coefficient_function()(beta) * hh**2
             value, along_b = jax.jvp(tgg, (a,), (b,))
-            da, db = da + c3 * hh**2 * value, db + c3 * hh**2 * along_b
+            da, db = da + c3 * value, db + c3 * along_b
         return jnp.concatenate([da, db])
 
     return real_field if state == "real" else complex_field
@@ -384,7 +414,7 @@ def principal_flow(
     third: bool = False,
     seed: int = 0,
     check_at=None,
-) -> VectorField:
+) -> PrincipalField:
     r"""The principal flow $\theta' = \varphi(hH)\,g$ of ``optimizer`` (``gd()`` or ``heavy_ball(beta)``) on ``loss``.
 
     Args:
@@ -405,7 +435,8 @@ def principal_flow(
         seed: seed of the Lanczos start vector (fixed across evaluations, so the field is deterministic).
         check_at: optional $\theta$: validate $k \le d$ and the Hessian (finite, symmetric) there, eagerly.
 
-    Returns a :class:`VectorField` named ``"principal"`` (theoretical order 2) or ``"principal+third"`` (order 3).
+    Returns a :class:`PrincipalField` (a :class:`VectorField` with ``beta`` an array field too) named ``"principal"``
+    (theoretical order 2) or ``"principal+third"`` (order 3), with ``":complex"`` appended for the complex state.
     """
     beta = _beta_of(optimizer)
     if not isinstance(h, jax.core.Tracer):
@@ -415,12 +446,14 @@ def principal_flow(
         theta = jnp.asarray(check_finite_array("theta0", check_at))
         _check_dim(k, iterations, theta.shape[-1])
         check_hessian(loss, theta, backend=backend, seed=seed)
-    fn = _field_function(loss, beta, backend, k, terms, iterations, state, bool(third), int(seed))
-    name = "principal+third" if third else "principal"
-    return VectorField(fn, jnp.asarray(h, dtype=jnp.float64), name if state == "real" else name + ":complex", 3 if third else 2)
+    fn = _cached(_field_function, loss, backend, k, terms, iterations, state, bool(third), int(seed))
+    name = ("principal+third" if third else "principal") + ("" if state == "real" else ":complex")
+    return PrincipalField(
+        fn, jnp.asarray(h, dtype=jnp.float64), name, 3 if third else 2, jnp.asarray(beta, dtype=jnp.float64)
+    )
 
 
-def principal_flow_third(optimizer: Optimizer, loss: Callable, *, h, **options) -> VectorField:
+def principal_flow_third(optimizer: Optimizer, loss: Callable, *, h, **options) -> PrincipalField:
     r"""The principal flow plus the first term it misses, $c_3 h^2 T[g, g]$ with $T[g, g] = \frac{d^2}{ds^2}
     \nabla L(\theta + s g)|_{s=0}$ (nested ``jax.jvp``): $c_3 = -1/12$ for GD (THEORY.md C1.2), and
     $-(1 + 10\beta + \beta^2)/(12(1-\beta)^5)$ for heavy-ball. Global order 3 on non-quadratic losses (PF: 2).
@@ -498,15 +531,22 @@ def _extremes_function(loss, backend, iterations, seed):
             return lam[0], lam[-1]
 
     else:
-        grad = jax.grad(loss)
-        key = jax.random.key(seed)
+        ritz = _cached(_ritz_function, loss, iterations, seed)
 
         def extremes(theta):
-            hvp = jax.linearize(grad, theta)[1]
-            lam, _ = lanczos_eigenpairs(hvp, theta.shape[-1], iterations, key)
+            lam = ritz(theta)
             return lam[0], lam[-1]
 
     return jax.jit(lambda thetas: jax.lax.map(extremes, thetas))
+
+
+@functools.lru_cache(maxsize=64)
+def _ritz_function(loss, iterations, seed):
+    """jitted ``theta -> `` the ``iterations`` Ritz values of the Hessian (ascending)."""
+    grad = jax.grad(loss)
+    return jax.jit(
+        lambda theta: lanczos_eigenpairs(jax.linearize(grad, theta)[1], theta.shape[-1], iterations, seed)[0]
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -535,12 +575,12 @@ def principal_diagnostics(
         m = min(dim, 30) if iterations is None else check_int_at_least("iterations", iterations, 1)
         if m > dim:
             raise ValueError(f"iterations must be <= d = {dim}, got {m}")
-    lo, hi = _extremes_function(loss, backend, m, int(seed))(thetas)
+    lo, hi = _cached(_extremes_function, loss, backend, m, int(seed))(thetas)
     x_min, x_max = np.asarray(h * lo), np.asarray(h * hi)
     if not (np.all(np.isfinite(x_min)) and np.all(np.isfinite(x_max))):
         raise ValueError("loss: its Hessian is not finite at some point of thetas")
-    log_lo, _, _, _ = log_root(x_min, beta)
-    log_hi, arg_hi, _, _ = log_root(x_max, beta)
+    log_lo, _, _, _ = _log_root_jit(x_min, beta)
+    log_hi, arg_hi, _, _ = _log_root_jit(x_max, beta)
     radius = np.exp(np.maximum(np.asarray(log_lo), np.asarray(log_hi)))
     edge = 2.0 * (1.0 + beta)
     stable = x_max < edge
@@ -657,7 +697,7 @@ def principal_flow_solve(
     ys = np.asarray(sol.ys)
     re = np.asarray(real_part(ys)) if state == "complex" else ys
     im = np.asarray(imag_part(ys)) if state == "complex" else np.zeros_like(ys)
-    losses = np.asarray(_batched_loss(loss)(jnp.asarray(re)))
+    losses = np.asarray(_cached(_batched_loss, loss)(jnp.asarray(re)))
     diag = principal_diagnostics(loss, re, h, optimizer, backend=backend, seed=seed) if diagnostics else None
     return PrincipalFlowResult(
         ts=ts, theta=re, imag=im, loss=losses, diagnostics=diag, h=h, optimizer=optimizer.name, beta=beta,
@@ -670,8 +710,7 @@ def _warn_truncation(loss, theta0, h, beta, k, iterations, seed):
     if k >= dim:
         return
     m = _check_dim(k, iterations, dim)
-    hvp = jax.linearize(jax.grad(loss), theta0)[1]
-    values, _ = lanczos_eigenpairs(hvp, dim, m, jax.random.key(seed))
+    values = _cached(_ritz_function, loss, m, seed)(theta0)
     x_next = h * float(np.sort(np.abs(np.asarray(values)))[::-1][k]) if m > k else float("nan")
     radius = (1.0 - math.sqrt(beta)) ** 2
     if not x_next < 0.5 * radius:
@@ -681,48 +720,3 @@ def _warn_truncation(loss, theta0, h, beta, k, iterations, seed):
             TruncationWarning,
             stacklevel=3,
         )
-
-
-# =====================================================================================================================
-# Registration with modeq.compare
-# =====================================================================================================================
-def _principal_builder(optimizer, loss, h):
-    return principal_flow(optimizer, loss, h=h)
-
-
-def _principal_third_builder(optimizer, loss, h):
-    return principal_flow_third(optimizer, loss, h=h)
-
-
-def register_flow_builders(registry: Optional[dict] = None) -> None:
-    """Register ``"principal"`` and ``"principal+third"`` (real-state, dense) in ``modeq.compare``'s
-    ``FLOW_BUILDERS`` (or in ``registry``). Idempotent; runs when this module is imported."""
-    if registry is None:
-        from ..compare._study import FLOW_BUILDERS as registry
-    registry["principal"] = _principal_builder
-    registry["principal+third"] = _principal_third_builder
-
-
-class _RegisterWhenLoaded(types.ModuleType):
-    # modeq.compare._study imports modeq.flows (hence this module) before it defines FLOW_BUILDERS. In that case the
-    # registration waits for the first outside attribute access of the finished module (modeq.compare's own
-    # ``from ._study import FLOW_BUILDERS, ...``), then the module gets its ordinary class back.
-    def __getattribute__(self, name):
-        namespace = types.ModuleType.__getattribute__(self, "__dict__")
-        if "FLOW_BUILDERS" in namespace:
-            self.__class__ = types.ModuleType
-            register_flow_builders(namespace["FLOW_BUILDERS"])
-        return types.ModuleType.__getattribute__(self, name)
-
-
-def _register_at_import() -> None:
-    study = sys.modules.get("modeq.compare._study")
-    if study is None:
-        register_flow_builders()
-    elif "FLOW_BUILDERS" in vars(study):
-        register_flow_builders(vars(study)["FLOW_BUILDERS"])
-    elif type(study) is types.ModuleType:
-        study.__class__ = _RegisterWhenLoaded
-
-
-_register_at_import()

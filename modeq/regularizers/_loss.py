@@ -42,7 +42,8 @@ NEUTRAL = "none"
 _IGR = "Barrett & Dherin 2021 (IGR), arXiv 2009.11162"
 _IGRM = "Ghosh, Lyu, Zhang, Zhang 2023 (IGR-M), ICLR; Kovachki & Stuart 2021"
 _CS = "Cattaneo & Shigida 2025, arXiv 2502.02132"
-_CKS = "Cattaneo, Klusowski & Shigida 2024 (implicit bias of Adam), arXiv 2309.00079; Cattaneo & Shigida, arXiv 2502.02132"
+_CKS = ("Cattaneo, Klusowski & Shigida 2024 (implicit bias of Adam), arXiv 2309.00079; "
+        "Cattaneo & Shigida, arXiv 2502.02132")
 
 
 def _frac(x) -> Fraction:
@@ -94,7 +95,8 @@ class Term:
 class ModifiedLoss:
     r"""$\tilde L(\theta) = L(\theta) + \sum_i$ ``terms[i].value(theta)``, with the dynamics it defines:
 
-    ``form="ode"``: $\theta' = $ :meth:`field` $= -\,$``scale``$\,P(\theta)\nabla\tilde L(\theta) - $``weight_decay``$\,\theta$;
+    ``form="ode"``: $\theta' = $ :meth:`field`
+    $= -\,$``scale``$\,P(\theta)\nabla\tilde L(\theta) - $``weight_decay``$\,\theta$;
     ``form="memoryless"``: $\theta_{n+1} = $ :meth:`step` $= \theta_n + h\,$:meth:`field`$(\theta_n)$.
     $P = $ ``preconditioner(theta)`` (``None``: identity). ``remainder(theta)`` (or ``None``) is the part of the series
     field that is not of this form (adaptive methods with $\epsilon > 0$); ``limit`` names the limit taken.

@@ -5,7 +5,8 @@ batches in the order of an independent uniform permutation $\pi_e$. Heavy-ball i
 $F^{(n)} = \sum_{k\le n}\beta^k g^{(b(n-k))}(\theta_{n-k})$, $b(t) = \pi_{\lfloor t/m\rfloor}(t \bmod m)$.
 
 * :func:`expected_modified_loss`: Cattaneo & Shigida's expected memoryless modified loss (2502.02132 Sec. 5.2)
-  $L + \frac{h\beta}{2(1-\beta)^2}\|\nabla L\|^2 + \frac{h\beta}{2(1-\beta)(1+\beta)}\,\mathbb E_k\|\nabla L^{(k)}-\nabla L\|^2$
+  $L + \frac{h\beta}{2(1-\beta)^2}\|\nabla L\|^2$
+  $+ \frac{h\beta}{2(1-\beta)(1+\beta)}\,\mathbb E_k\|\nabla L^{(k)}-\nabla L\|^2$
   with step $h/(1-\beta)$. Its covariance coefficient $C_{same}(\beta) = \beta/((1-\beta)^2(1+\beta))$ assumes that
   two *different* steps see independent batches; under reshuffling two different steps of one epoch never see the same
   batch, which lowers the coefficient to $C_{same} - w_{B}/(m-1)$ (:func:`reshuffling_coefficients`, exact for finite
@@ -19,6 +20,7 @@ $F^{(n)} = \sum_{k\le n}\beta^k g^{(b(n-k))}(\theta_{n-k})$, $b(t) = \pi_{\lfloo
 from __future__ import annotations
 
 import dataclasses
+import functools
 from fractions import Fraction
 from typing import Callable, Optional, Sequence
 
@@ -84,7 +86,8 @@ def hb_noise_coefficients(beta) -> dict:
 def expected_modified_loss(batches: BatchLosses, *, beta, h) -> ModifiedLoss:
     r"""Expected memoryless modified loss of heavy-ball under random reshuffling (paper form, $n, m\to\infty$):
     $\theta \leftarrow \theta - \frac{h}{1-\beta}\nabla\tilde L$ with
-    $\tilde L = L + \frac{h\beta}{2(1-\beta)^2}\|\nabla L\|^2 + \frac{h\beta}{2(1-\beta)(1+\beta)}\mathbb E_k\|\nabla L^{(k)}-\nabla L\|^2$."""
+    $\tilde L = L + \frac{h\beta}{2(1-\beta)^2}\|\nabla L\|^2$
+    $+ \frac{h\beta}{2(1-\beta)(1+\beta)}\mathbb E_k\|\nabla L^{(k)}-\nabla L\|^2$."""
     h = check_positive("h", h)
     c = hb_noise_coefficients(beta)
     loss = batches.loss
@@ -178,17 +181,22 @@ def sampled_memory_correction(batches: BatchLosses, theta, *, beta, h, n: int, s
 def sgdm_sequence(batches: BatchLosses, theta0, sequence: Sequence[int], *, beta, h) -> np.ndarray:
     r"""SGD+M $x_{k+1} = x_k - h\nabla E_k(x_k) + \beta(x_k - x_{k-1})$, $x_{-1} = x_0$, $E_k = L^{(\mathrm{seq}[k])}$:
     the iterates $x_0..x_K$ (heavy-ball at rest)."""
-    seq = jnp.asarray(sequence)
-    grad = jax.grad(batches.fn)
+    x0 = jnp.asarray(theta0, jnp.float64)
+    return np.asarray(_sgdm_run(batches.fn, x0, jnp.asarray(sequence), jnp.asarray(beta, jnp.float64),
+                                jnp.asarray(h, jnp.float64)))
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _sgdm_run(fn, x0, seq, beta, h):
+    grad = jax.grad(fn)
 
     def body(carry, k):
         x, mom = carry
         mom = beta * mom + grad(x, k)
         return (x - h * mom, mom), x
 
-    x0 = jnp.asarray(theta0, jnp.float64)
     (xn, _), xs = jax.lax.scan(body, (x0, jnp.zeros_like(x0)), seq)
-    return np.asarray(jnp.concatenate([xs, xn[None]]))
+    return jnp.concatenate([xs, xn[None]])
 
 
 def ghosh_flow(batches: BatchLosses, theta0, sequence: Sequence[int], *, beta, h, igr: bool = True,
@@ -198,8 +206,15 @@ def ghosh_flow(batches: BatchLosses, theta0, sequence: Sequence[int], *, beta, h
     $G_k = \sum_{r\le k}\beta^{k-r}E_r$. ``igr=False`` drops the $h$ terms ($x' = -\nabla G_k$, first order).
     Implemented with $\nabla G_k = \sum_j W_k[j]\nabla L^{(j)}$, $W_k = \beta W_{k-1} + e_{\mathrm{seq}[k]}$ and the
     history matrix $C_k = \beta(C_{k-1} + W_{k-1}W_{k-1}^\top)$; classical RK4 with ``substeps`` steps per interval."""
-    m = batches.m
-    grad = jax.grad(batches.fn)
+    x0 = jnp.asarray(theta0, jnp.float64)
+    out = _ghosh_run(batches.fn, batches.m, bool(igr), int(substeps), x0, jnp.asarray(sequence),
+                     jnp.asarray(beta, jnp.float64), jnp.asarray(h, jnp.float64))
+    return np.asarray(out)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _ghosh_run(fn, m, igr, substeps, x0, sequence, beta, h):
+    grad = jax.grad(fn)
     ks = jnp.arange(m)
 
     def field(x, Wk, Ck):
@@ -229,10 +244,9 @@ def ghosh_flow(batches: BatchLosses, theta0, sequence: Sequence[int], *, beta, h
         xn, _ = jax.lax.scan(rk4, x, None, length=substeps)
         return (xn, Wk, Ck), x
 
-    x0 = jnp.asarray(theta0, jnp.float64)
     init = (x0, jnp.zeros(m), jnp.zeros((m, m)))
-    (xn, _, _), xs = jax.jit(lambda c, s: jax.lax.scan(interval, c, s))(init, jnp.asarray(sequence))
-    return np.asarray(jnp.concatenate([xs, xn[None]]))
+    (xn, _, _), xs = jax.lax.scan(interval, init, sequence)
+    return jnp.concatenate([xs, xn[None]])
 
 
 def reshuffled_sequence(m: int, steps: int, seed: int = 0) -> np.ndarray:

@@ -81,5 +81,6 @@ def regularizer_report(
         return out
 
     vals = jax.jit(jax.vmap(evaluate))(thetas)
-    values = {k: [float(x) for x in np.asarray(v)] for k, v in vals.items()}
+    order = ["loss"] + [t.name for t in modified.terms] + ["modified_loss", "grad_norm", "grad_one_norm"]
+    values = {k: [float(x) for x in np.asarray(vals[k])] for k in order}
     return RegularizerReport(modified, idx, values, int(traj.diverged_at))

@@ -202,12 +202,18 @@ def label_noise_flow(loss: Callable, x0, ts, c: float, *, rel_tol: float = 1e-8,
     c = check_positive("c", c)
     ts = np.asarray(ts, dtype=float)
     y0 = phi(loss, x0)
+    ys = _ln_solve(loss, y0, jnp.asarray(ts), jnp.asarray(c), rel_tol, rtol, atol)
+    return SlowFlow(ts, np.asarray(ys), c)
+
+
+@eqx.filter_jit
+def _ln_solve(loss, y0, ts, c, rel_tol, rtol, atol):
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(_ln_term), diffrax.Dopri8(), float(ts[0]), float(ts[-1]), None, y0,
-        args=(loss, c, rel_tol), saveat=diffrax.SaveAt(ts=jnp.asarray(ts)),
+        diffrax.ODETerm(_ln_term), diffrax.Dopri8(), ts[0], ts[-1], None, y0,
+        args=(loss, c, rel_tol), saveat=diffrax.SaveAt(ts=ts),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=100_000,
     )
-    return SlowFlow(ts, np.asarray(sol.ys), c)
+    return sol.ys
 
 
 # ----------------------------------------------------------------------------------------------------------------

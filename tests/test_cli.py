@@ -1,0 +1,138 @@
+"""The command-line contract: names, JSON keys, exit codes."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import modeq
+from modeq.cli import app
+from modeq.compare import fit_order
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_problems_lists_every_problem():
+    out = invoke("problems")
+    assert out.exit_code == 0
+    for name in modeq.problems.PROBLEMS:
+        assert name in out.output
+
+
+def test_run_writes_the_contract_json(tmp_path):
+    path = tmp_path / "run.json"
+    out = invoke("run", "--optimizer", "hb", "--param", "learning_rate=0.01", "--param", "beta=0.5",
+                 "--loss", "product", "--steps", "30", "--json", str(path), "--quiet")
+    assert out.exit_code == 0, out.output
+    data = json.loads(path.read_text())
+    for key in ("optimizer", "params", "loss", "steps", "theta_final", "loss_history"):
+        assert key in data
+    assert data["params"] == {"h": 0.01, "beta": 0.5}
+    assert len(data["loss_history"]) == 31
+    problem = modeq.problems.product()
+    traj = modeq.simulate(modeq.optimizers.heavy_ball(0.5), problem.loss, problem.theta0, 30, h=0.01)
+    np.testing.assert_allclose(data["theta_final"], np.asarray(traj.theta[-1]), rtol=1e-14)
+    np.testing.assert_allclose(data["loss_history"], np.asarray(traj.loss), rtol=1e-14)
+
+
+def test_run_user_loss_spec(tmp_path):
+    f = tmp_path / "myloss.py"
+    f.write_text("import jax.numpy as jnp\ndef loss(t):\n    return jnp.sum((t - 1.0) ** 2)\n")
+    path = tmp_path / "out.json"
+    out = invoke("run", "--optimizer", "gd", "--param", "h=0.25", "--loss", f"{f}:loss", "--theta0", "0,0",
+                 "--steps", "3", "--json", str(path), "--quiet")
+    assert out.exit_code == 0, out.output
+    # GD with h = 1/4 on (t-1)^2 halves the distance to 1 each step
+    np.testing.assert_allclose(json.loads(path.read_text())["theta_final"], [0.875, 0.875], rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (("--param", "beta=1.5"), "beta must be in [0, 1)"),
+        (("--param", "h=-1"), "h must be > 0"),
+        (("--param", "gamma=1"), "unknown parameter 'gamma'"),
+        (("--steps", "0"), "steps must be an integer >= 1"),
+        (("--theta0", "1,2,3"), "theta0 must have 2 entries"),
+        (("--loss", "nosuch"), "unknown problem"),
+        (("--loss", "nosuch_module_xyz:f"), "cannot import module"),
+        (("--optimizer", "adamax"), "optimizer: unknown"),
+    ],
+)
+def test_run_bad_input_gives_one_line_and_exit_2(args, fragment):
+    out = invoke("run", "--quiet", *args)
+    assert out.exit_code == 2
+    assert fragment in out.output
+    assert out.output.strip().count("\n") == 0
+
+
+def test_run_non_scalar_loss(tmp_path):
+    f = tmp_path / "vec.py"
+    f.write_text("def loss(t):\n    return t * 2\nTHETA0 = [1.0, 2.0]\n")
+    out = invoke("run", "--loss", f"{f}:loss", "--quiet")
+    assert out.exit_code == 2 and "must return a scalar" in out.output
+
+
+def test_run_reports_divergence(tmp_path):
+    path = tmp_path / "d.json"
+    out = invoke("run", "--optimizer", "gd", "--param", "h=3.0", "--loss", "quadratic:d=5,lambda_max=1.0",
+                 "--steps", "2000", "--json", str(path), "--quiet")
+    assert out.exit_code == 0
+    assert "diverged at step" in out.output
+    data = json.loads(path.read_text())
+    assert data["diverged_at"] is not None and np.all(np.isfinite(data["theta_final"]))
+
+
+def test_compare_json_contract_and_orders(tmp_path):
+    path, png = tmp_path / "c.json", tmp_path / "c.png"
+    out = invoke("compare", "--optimizer", "hb", "--param", "beta=0.5", "--loss", "product",
+                 "--flow", "modified:1,modified:2", "--flow", "memoryless:2", "--h", "0.004,0.002,0.001",
+                 "--T", "0.5", "--json", str(path), "--plot", str(png), "--quiet")
+    assert out.exit_code == 0, out.output
+    data = json.loads(path.read_text())
+    for key in ("optimizer", "params", "loss", "T", "results"):
+        assert key in data
+    assert [r["flow"] for r in data["results"]] == ["modified:1", "modified:2", "memoryless:2"]
+    for r in data["results"]:
+        for key in ("flow", "order", "h", "max_error", "fitted_order", "fitted_order_ci", "error_constant"):
+            assert key in r
+        assert abs(r["fitted_order"] - r["order"]) < 0.15
+        lo, hi = r["fitted_order_ci"]
+        assert lo < r["fitted_order"] < hi
+    assert png.stat().st_size > 10_000
+
+
+def test_compare_bad_flow():
+    out = invoke("compare", "--flow", "modified:0", "--quiet")
+    assert out.exit_code == 2 and "order" in out.output
+    out = invoke("compare", "--flow", "spline", "--quiet")
+    assert out.exit_code == 2 and "flow must be" in out.output
+    out = invoke("compare", "--optimizer", "lion", "--flow", "modified:2", "--quiet")
+    assert out.exit_code == 2 and "no smooth modified equation" in out.output
+
+
+def test_coefficients_command():
+    out = invoke("coefficients", "--optimizer", "gd", "--order", "3", "--json")
+    assert out.exit_code == 0
+    data = json.loads(out.output)
+    coeffs = {d["tree"]: d["coefficient"] for d in data}
+    assert coeffs == {"o": "-1", "[o]": "-1/2", "[[o]]": "-1/3", "[o,o]": "-1/12"}
+    out = invoke("coefficients", "--optimizer", "hb", "--order", "3", "--latex")
+    assert out.exit_code == 0 and "\\beta" in out.output
+
+
+def test_fit_order_recovers_slope_and_interval():
+    hs = np.array([0.1, 0.05, 0.025, 0.0125])
+    errors = 3.0 * hs**2 * np.exp(0.01 * np.array([1, -1, 1, -1]))
+    fit = fit_order(hs, errors)
+    assert abs(fit.order - 2) < 0.02 and fit.ci[0] < fit.order < fit.ci[1]
+    assert fit.constant == pytest.approx(3.0, rel=0.05)
+    exact = fit_order(hs, 2.0 * hs**3)
+    assert exact.order == pytest.approx(3.0, abs=1e-12) and exact.constant == pytest.approx(2.0, rel=1e-10)
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_order([0.1], [0.2])
