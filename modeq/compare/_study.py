@@ -108,19 +108,25 @@ class FlowResult:
         return out
 
 
+@eqx.filter_jit
+def _top_eigenvalue(loss, theta, iterations: int):
+    grad = jax.grad(loss)
+
+    def body(_, carry):
+        v, _lam = carry
+        w = jax.jvp(grad, (theta,), (v,))[1]
+        lam = jnp.linalg.norm(w)
+        return jnp.where(lam > 0, w / jnp.where(lam > 0, lam, 1.0), v), lam
+
+    v0 = jnp.ones_like(theta) / math.sqrt(theta.size)
+    return jax.lax.fori_loop(0, iterations, body, (v0, jnp.zeros(())))[1]
+
+
 def expansion_parameter(optimizer: Optimizer, loss: Callable, theta, h: float, iterations: int = 30) -> float:
     r"""$h\lambda_{\max}/(1-\beta)^2$ at ``theta`` ($\lambda_{\max}$ by power iteration on Hessian-vector products,
     $\beta$ the largest momentum decay): the asymptotic series in $h$ are reliable when it is below about 0.05
     (THEORY.md A3)."""
-    grad = jax.grad(loss)
-    v = jnp.ones_like(theta) / math.sqrt(theta.size)
-    lam = 0.0
-    for _ in range(iterations):
-        w = jax.jvp(grad, (theta,), (v,))[1]
-        lam = float(jnp.linalg.norm(w))
-        if lam == 0.0:
-            break
-        v = w / lam
+    lam = float(_top_eigenvalue(loss, jnp.asarray(theta, jnp.float64), iterations))
     beta = max([float(var.beta(optimizer.hyper)) for var in optimizer.momenta] or [0.0])
     return h * lam / (1.0 - beta) ** 2
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -96,13 +97,20 @@ def slow_manifold(optimizer: Optimizer, loss: Callable, *, h, order: int = 4) ->
         coefficients = taylor_coefficients(lambda s: iterate(theta, s), order - 1)
         return evaluate_polynomial(coefficients, h)
 
-    return manifold
+    return jax.jit(manifold)
+
+
+@eqx.filter_jit
+def _manifold_point(optimizer, loss, theta, h, sweeps: int):
+    return manifold_iterate(optimizer, jax.grad(loss), sweeps)(theta, h)
 
 
 def manifold_point(optimizer: Optimizer, loss: Callable, theta, *, h, sweeps: int = 8):
     r"""$M^{(k)}(\theta, h)$ evaluated at the numerical $h$ (not truncated): the most accurate cheap start on the
-    manifold, accurate to $O(h^{k+1})$ with $k$ = ``sweeps`` ($2^k$ gradients)."""
-    return manifold_iterate(optimizer, jax.grad(loss), sweeps)(jnp.asarray(theta), jnp.asarray(h, jnp.float64))
+    manifold, accurate to $O(h^{k+1})$ with $k$ = ``sweeps`` ($2^k$ gradients; compiled once per optimizer type, loss
+    and ``sweeps``)."""
+    sweeps = check_int_at_least("sweeps", sweeps, 0)
+    return _manifold_point(optimizer, loss, jnp.asarray(theta, jnp.float64), jnp.asarray(h, jnp.float64), sweeps)
 
 
 def memory_correction(optimizer: Optimizer, loss: Callable, *, h) -> Callable:
