@@ -136,3 +136,59 @@ def test_fit_order_recovers_slope_and_interval():
     assert exact.order == pytest.approx(3.0, abs=1e-12) and exact.constant == pytest.approx(2.0, rel=1e-10)
     with pytest.raises(ValueError, match="at least 2"):
         fit_order([0.1], [0.2])
+
+
+def test_principal_flow_command_matches_iterates_on_a_quadratic(tmp_path):
+    path, png = tmp_path / "pf.json", tmp_path / "pf.png"
+    # h * lambda_max = 0.05 * 36 = 1.8: oscillating iterates, complex principal flow
+    out = invoke("principal-flow", "--optimizer", "gd", "--loss", "quadratic:d=6,lambda_max=36,condition=4",
+                 "--h", "0.05", "--T", "2", "--json", str(path), "--plot", str(png), "--quiet")
+    assert out.exit_code == 0, out.output
+    data = json.loads(path.read_text())
+    assert data["max_error"] < 1e-9
+    assert "oscillatory" in data["diagnostics"]["regime"]
+    assert png.stat().st_size > 10_000
+    out = invoke("principal-flow", "--h", "-1", "--quiet")
+    assert out.exit_code == 2 and "h must be > 0" in out.output
+    out = invoke("principal-flow", "--backend", "lanczos", "--k", "0", "--quiet")
+    assert out.exit_code == 2 and "k" in out.output
+
+
+def test_regularizer_command(tmp_path):
+    path = tmp_path / "r.json"
+    out = invoke("regularizer", "--optimizer", "hb", "--param", "beta=0.5", "--param", "h=0.01", "--steps", "20",
+                 "--json", str(path), "--quiet")
+    assert out.exit_code == 0, out.output
+    data = json.loads(path.read_text())
+    # HB, order-2 ODE form: coefficient h (1+beta)/(4(1-beta)^2) = 0.01 * 1.5 / 1 = 0.015
+    terms = data["modified_loss"]["terms"]
+    assert any(abs(float(t["coefficient"]) - 0.015) < 1e-15 for t in terms), terms
+    out = invoke("regularizer", "--optimizer", "adam", "--param", "eps_root=0.1", "--param", "eps=0", "--steps", "5",
+                 "--quiet")
+    assert out.exit_code == 0, out.output
+
+
+def test_sde_and_slow_sde_commands(tmp_path):
+    path = tmp_path / "s.json"
+    out = invoke("sde", "--loss", "quadratic:d=2", "--eta", "0.2,0.1", "--T", "1", "--paths", "200",
+                 "--json", str(path), "--quiet")
+    assert out.exit_code == 0, out.output
+    data = json.loads(path.read_text())
+    assert data["results"]["etas"] == [0.2, 0.1]
+    out = invoke("sde", "--paths", "1", "--quiet")
+    assert out.exit_code == 2 and "paths" in out.output
+    out = invoke("sde", "--eta", "0", "--quiet")
+    assert out.exit_code == 2 and "eta" in out.output
+    out = invoke("slow-sde", "--problem", "uv", "--eta", "0.05", "--T", "0.05", "--paths", "4", "--quiet",
+                 "--json", str(path))
+    assert out.exit_code == 0, out.output
+    assert "slow_sde_mean" in json.loads(path.read_text())
+
+
+def test_diverging_solve_reports_the_time_it_failed():
+    from modeq.solve import SolveError, solve_ode
+
+    with pytest.raises(SolveError) as info:
+        solve_ode(lambda y: y**2, np.array([1.0]), np.linspace(0.0, 2.0, 21))  # blows up at t = 1
+    assert 0.8 <= info.value.t_failed <= 1.0
+    assert "failed after t =" in str(info.value)
