@@ -97,7 +97,7 @@ def slow_manifold(optimizer: Optimizer, loss: Callable, *, h, order: int = 4) ->
         coefficients = taylor_coefficients(lambda s: iterate(theta, s), order - 1)
         return evaluate_polynomial(coefficients, h)
 
-    return jax.jit(manifold)
+    return manifold
 
 
 @eqx.filter_jit
@@ -108,9 +108,12 @@ def _manifold_point(optimizer, loss, theta, h, sweeps: int):
 def manifold_point(optimizer: Optimizer, loss: Callable, theta, *, h, sweeps: int = 8):
     r"""$M^{(k)}(\theta, h)$ evaluated at the numerical $h$ (not truncated): the most accurate cheap start on the
     manifold, accurate to $O(h^{k+1})$ with $k$ = ``sweeps`` ($2^k$ gradients; compiled once per optimizer type, loss
-    and ``sweeps``)."""
+    and ``sweeps`` up to 7 sweeps, evaluated eagerly beyond)."""
     sweeps = check_int_at_least("sweeps", sweeps, 0)
-    return _manifold_point(optimizer, loss, jnp.asarray(theta, jnp.float64), jnp.asarray(h, jnp.float64), sweeps)
+    theta, h = jnp.asarray(theta, jnp.float64), jnp.asarray(h, jnp.float64)
+    if sweeps > 7:  # the unrolled graph has 2^sweeps gradients: compiling it costs more than running it eagerly
+        return manifold_iterate(optimizer, jax.grad(loss), sweeps)(theta, h)
+    return _manifold_point(optimizer, loss, theta, h, sweeps)
 
 
 def memory_correction(optimizer: Optimizer, loss: Callable, *, h) -> Callable:
