@@ -195,3 +195,45 @@ def test_ghosh_flow_order():
             ys = ghosh_flow(bl, th, seq[:k], beta=0.5, h=h, igr=igr, substeps=2)
             errs.append(np.max(np.linalg.norm(xs - ys, axis=1)))
         assert np.polyfit(np.log(hs), np.log(errs), 1)[0] == pytest.approx(target, abs=0.25)
+
+
+# GD's and SGDM's modified losses are checked through their equality with the series engine (IGR; SGDM maps to HB)
+ORDER_CASES = {
+    "heavy_ball": (O.heavy_ball(0.5), [0.002, 0.001, 0.0005], 0.5),
+    "nesterov": (O.nesterov(0.5), [0.002, 0.001, 0.0005], 0.5),
+    # stationary optimizer: started on the manifold, the momenta need no bias correction
+    "adamw": (O.adamw(b1=0.8, b2=0.9, eps=0.0, eps_root=1e-2, weight_decay=0.1, bias_correction=False),
+              [1e-4, 5e-5, 2.5e-5], 0.05),
+    "nadam": (O.nadam(b1=0.8, b2=0.9, eps=0.0, eps_root=1e-2, weight_decay=0.1, bias_correction=False),
+              [1e-4, 5e-5, 2.5e-5], 0.05),
+    "rmsprop": (O.rmsprop(decay=0.9, eps=1e-2), [1e-4, 5e-5, 2.5e-5], 0.05),
+    "lion_k": (O.lion(b1=0.8, b2=0.9, weight_decay=0.1, K="smooth_l1", eps=0.1), [4e-4, 2e-4, 1e-4], 0.1),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ORDER_CASES))
+def test_modified_loss_flow_is_second_order_and_plain_flow_first_order(name):
+    """The modified-loss ODE (with its O(eps) remainder where eps > 0) tracks the optimizer, started on its slow
+    manifold, with global error O(h^2); the same flow without the correction terms is O(h)."""
+    from modeq.compare import fit_order
+    from modeq.series import manifold_point
+    from modeq.solve import solve_ode
+
+    opt, hs, T = ORDER_CASES[name]
+    problem = modeq.problems.product()
+    errors = {"with": [], "without": []}
+    for h in hs:
+        steps = int(round(T / h))
+        m0 = manifold_point(opt, problem.loss, problem.theta0, h=h, sweeps=6) if opt.momenta else "zero"
+        iterates = np.asarray(O.simulate(opt, problem.loss, problem.theta0, steps, h=h, m0=m0, record=False).theta)
+        ml = modified_loss(opt, problem.loss, h=h)
+        plain = modified_loss(opt, problem.loss, h=h * 1e-12)  # the terms scale with h: this is the order-1 flow
+        full = lambda th, ml=ml: ml.field(th) + (ml.remainder(th) if ml.remainder is not None else 0.0)  # noqa: E731
+        bare = lambda th, ml=plain: ml.field(th) + (ml.remainder(th) if ml.remainder is not None else 0.0)  # noqa: E731
+        ts = np.arange(steps + 1) * h
+        for label, field in (("with", full), ("without", bare)):
+            ys = solve_ode(field, problem.theta0, ts).ys
+            errors[label].append(float(np.max(np.linalg.norm(iterates - ys, axis=1))))
+    assert abs(fit_order(hs, errors["with"]).order - 2) < 0.15, errors
+    assert abs(fit_order(hs, errors["without"]).order - 1) < 0.15, errors
