@@ -199,15 +199,15 @@ def test_ghosh_flow_order():
 
 # GD's and SGDM's modified losses are checked through their equality with the series engine (IGR; SGDM maps to HB)
 ORDER_CASES = {
-    "heavy_ball": (O.heavy_ball(0.5), [0.002, 0.001, 0.0005], 0.5),
-    "nesterov": (O.nesterov(0.5), [0.002, 0.001, 0.0005], 0.5),
+    "heavy_ball": (O.heavy_ball(0.5), [0.001, 0.0005], 0.5),
+    "nesterov": (O.nesterov(0.5), [0.001, 0.0005], 0.5),
     # stationary optimizer: started on the manifold, the momenta need no bias correction
     "adamw": (O.adamw(b1=0.8, b2=0.9, eps=0.0, eps_root=1e-2, weight_decay=0.1, bias_correction=False),
-              [1e-4, 5e-5, 2.5e-5], 0.05),
+              [5e-5, 2.5e-5], 0.05),
     "nadam": (O.nadam(b1=0.8, b2=0.9, eps=0.0, eps_root=1e-2, weight_decay=0.1, bias_correction=False),
-              [1e-4, 5e-5, 2.5e-5], 0.05),
-    "rmsprop": (O.rmsprop(decay=0.9, eps=1e-2), [1e-4, 5e-5, 2.5e-5], 0.05),
-    "lion_k": (O.lion(b1=0.8, b2=0.9, weight_decay=0.1, K="smooth_l1", eps=0.1), [4e-4, 2e-4, 1e-4], 0.1),
+              [5e-5, 2.5e-5], 0.05),
+    "rmsprop": (O.rmsprop(decay=0.9, eps=1e-2), [5e-5, 2.5e-5], 0.05),
+    "lion_k": (O.lion(b1=0.8, b2=0.9, weight_decay=0.1, K="smooth_l1", eps=0.1), [2e-4, 1e-4], 0.1),
 }
 
 
@@ -215,7 +215,8 @@ ORDER_CASES = {
 @pytest.mark.parametrize("name", sorted(ORDER_CASES))
 def test_modified_loss_flow_is_second_order_and_plain_flow_first_order(name):
     """The modified-loss ODE (with its O(eps) remainder where eps > 0) tracks the optimizer, started on its slow
-    manifold, with global error O(h^2); the same flow without the correction terms is O(h)."""
+    manifold, with global error O(h^2); the same flow without the correction terms is O(h). Two step sizes (the local
+    slope) inside the asymptotic regime keep the test lean; the full sweeps are in tests/test_convergence.py."""
     from modeq.compare import fit_order
     from modeq.series import manifold_point
     from modeq.solve import solve_ode

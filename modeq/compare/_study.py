@@ -177,8 +177,8 @@ def flow_values(spec: FlowSpec, flow, theta_start, h: float, steps: int, rtol: f
     solver error floor (an upper bound for the finer solution's error).
     """
     flow = eqx.tree_at(lambda f: f.h, flow, jnp.asarray(h, dtype=jnp.float64))
-    if spec.kind == "memoryless":
-        return np.asarray(_iterate_map(flow, theta_start, steps)), 0.0
+    if spec.kind == "memoryless":  # iterate pad_to steps (one compilation per sweep) and keep the first ones
+        return np.asarray(_iterate_map(flow, theta_start, max(steps, pad_to)))[: steps + 1], 0.0
     ts = np.arange(steps + 1) * h
     coarse = solve_ode(flow, theta_start, ts, rtol=rtol, pad_to=2 * pad_to + 1)  # same shape: one compilation
     fine = solve_ode(flow, theta_start, np.arange(2 * steps + 1) * (h / 2), rtol=rtol, pad_to=2 * pad_to + 1)
