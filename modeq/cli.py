@@ -16,10 +16,6 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=False, help="Modified equations of optimization algorithms.")
 
 
-class UsageError(Exception):
-    pass
-
-
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
