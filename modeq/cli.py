@@ -1,19 +1,44 @@
 """The ``modeq`` command line.
 
-Every command prints one line ``error: ...`` and exits with code 2 on bad input. Long sweeps show progress bars
-(on stderr; ``--quiet`` hides them); ``--json PATH`` writes the results, ``--plot PATH`` a PNG.
+Every command prints one line ``error: ...`` and exits with code 2 on bad input. Every command that can run longer
+than a second shows a progress bar on stderr (``--quiet`` hides it). ``--json PATH`` writes the results to PATH;
+``--json`` alone (or ``--json -``) prints them to stdout as one JSON document and nothing else (no table, no
+progress bar), so that ``modeq CMD --json | jq`` works. ``--plot PATH`` writes a PNG.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 from typing import List, Optional
 
 import typer
+from typer.core import TyperCommand
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, help="Modified equations of optimization algorithms.")
+
+
+JSON_HELP = "write results as JSON to PATH; --json alone (or --json -) prints only JSON to stdout"
+_STDOUT_JSON: dict = {"active": False, "payload": None}  # set while a command runs with --json to stdout
+
+
+class _Command(TyperCommand):
+    """Lets ``--json`` be given without a value: ``--json`` at the end or before another option means ``--json -``."""
+
+    def parse_args(self, ctx, args):
+        args = list(args)
+        out = []
+        for i, arg in enumerate(args):
+            out.append(arg)
+            if arg == "--json" and (i + 1 == len(args) or args[i + 1].startswith("--")):
+                out.append("-")
+        return super().parse_args(ctx, out)
+
+
+def _command(name: str):
+    return app.command(name, cls=_Command)
 
 
 def _fail(message: str) -> None:
@@ -26,10 +51,21 @@ def _guard(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        to_stdout = kwargs.get("json_path") == "-"
+        _STDOUT_JSON.update(active=to_stdout, payload=None)
         try:
-            return fn(*args, **kwargs)
-        except (ValueError, TypeError) as exc:
+            if not to_stdout:
+                return fn(*args, **kwargs)
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):  # the human-readable table: stdout is JSON only
+                fn(*args, **kwargs)
+            typer.echo(json.dumps(_STDOUT_JSON["payload"], indent=2))
+        except (ValueError, TypeError, FloatingPointError) as exc:
             _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        finally:
+            _STDOUT_JSON.update(active=False, payload=None)
 
     return wrapper
 
@@ -56,7 +92,7 @@ def _floats(name: str, text: str) -> list:
 def _console(quiet: bool):
     from rich.console import Console
 
-    return Console(stderr=True, quiet=quiet)
+    return Console(stderr=True, quiet=quiet or _STDOUT_JSON["active"])
 
 
 def _progress(quiet: bool):
@@ -68,8 +104,27 @@ def _progress(quiet: bool):
     )
 
 
-def _write_json(path: Optional[str], payload: dict) -> None:
-    if path:
+@contextlib.contextmanager
+def _stages(quiet: bool, names: List[str]):
+    """A progress bar over the stages of a command made of a few long calls: ``stage()`` starts the next one."""
+    with _progress(quiet) as bar:
+        task = bar.add_task(names[0], total=len(names))
+        count = [0]
+
+        def stage():
+            if count[0] > 0:
+                bar.update(task, completed=count[0])
+            bar.update(task, description=names[min(count[0], len(names) - 1)])
+            count[0] += 1
+
+        yield stage
+        bar.update(task, completed=len(names))
+
+
+def _write_json(path: Optional[str], payload) -> None:
+    if path == "-":
+        _STDOUT_JSON["payload"] = payload
+    elif path:
         with open(path, "w") as fh:
             json.dump(payload, fh, indent=2)
 
@@ -80,23 +135,36 @@ def _jsonable_params(opt, h) -> dict:
     return out
 
 
-@app.command("problems")
-def problems_cmd():
+@_command("problems")
+@_guard
+def problems_cmd(
+    json_path: Optional[str] = typer.Option(None, "--json", help=JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+):
     """List the built-in problems (use them as --loss NAME or NAME:key=value,...)."""
     import modeq  # noqa: F401
     from modeq.problems import PROBLEMS
 
-    for name, ctor in PROBLEMS.items():
-        p = ctor()
+    rows = []
+    with _progress(quiet) as bar:
+        task = bar.add_task("building the problems", total=len(PROBLEMS))
+        for name, ctor in PROBLEMS.items():
+            p = ctor()
+            rows.append({"name": name, "dim": int(p.dim), "description": p.description,
+                         "n_examples": int(p.n_examples) if p.is_finite_sum else None,
+                         "manifold_known": p.manifold is not None})
+            bar.update(task, advance=1)
+    for r in rows:
         extra = []
-        if p.is_finite_sum:
-            extra.append(f"n={p.n_examples}")
-        if p.manifold is not None:
+        if r["n_examples"] is not None:
+            extra.append(f"n={r['n_examples']}")
+        if r["manifold_known"]:
             extra.append("manifold known")
-        typer.echo(f"{name:14s} d={p.dim:<6d} {p.description}" + (f" ({', '.join(extra)})" if extra else ""))
+        typer.echo(f"{r['name']:14s} d={r['dim']:<6d} {r['description']}" + (f" ({', '.join(extra)})" if extra else ""))
+    _write_json(json_path, {"problems": rows})
 
 
-@app.command("run")
+@_command("run")
 @_guard
 def run_cmd(
     optimizer: str = typer.Option("hb", help="optimizer name (modeq.optimizers.OPTIMIZERS)"),
@@ -105,7 +173,7 @@ def run_cmd(
     steps: int = typer.Option(100, help="number of steps (>= 1)"),
     theta0: Optional[str] = typer.Option(None, help='initial point "a,b,..."'),
     m0: str = typer.Option("zero", help="initial momentum: zero or first"),
-    json_path: Optional[str] = typer.Option(None, "--json", help="write results as JSON"),
+    json_path: Optional[str] = typer.Option(None, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ):
     """Run one optimizer and print a short table (step, loss, grad norm)."""
@@ -171,7 +239,7 @@ def run_cmd(
 DEFAULT_COMPARE_H = "0.0004,0.0002,0.0001,0.00005"
 
 
-@app.command("compare")
+@_command("compare")
 @_guard
 def compare_cmd(
     optimizer: str = typer.Option("hb", help="optimizer name"),
@@ -186,7 +254,7 @@ def compare_cmd(
     init: str = typer.Option("manifold", help="momentum start: manifold (default) or rest"),
     burn_in: Optional[int] = typer.Option(None, help="steps discarded before comparing (init=rest)"),
     truncation: str = typer.Option("direct", help="modified-field truncation: direct (fast) or taylor (exact)"),
-    json_path: Optional[str] = typer.Option(None, "--json", help="write results as JSON"),
+    json_path: Optional[str] = typer.Option(None, "--json", help=JSON_HELP),
     plot: Optional[str] = typer.Option(None, "--plot", help="write a PNG (errors vs h, trajectories)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ):
@@ -245,14 +313,15 @@ def compare_cmd(
         plot_study(results, plot, title=f"{opt.name} on {problem.name}")
 
 
-@app.command("coefficients")
+@_command("coefficients")
 @_guard
 def coefficients_cmd(
     optimizer: str = typer.Option("gd", help="gd or hb"),
     order: int = typer.Option(4, help="largest tree size (order of the truncation)"),
     kind: str = typer.Option("modified", help="modified (ODE) or memoryless (HB map)"),
     latex: bool = typer.Option(False, "--latex", help="LaTeX output"),
-    json_out: bool = typer.Option(False, "--json", help="JSON output"),
+    json_path: Optional[str] = typer.Option(None, "--json", help=JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
 ):
     """Exact coefficients of GD's / heavy-ball's modified equation (rationals, rational functions of beta)."""
     from modeq._validation import check_int_at_least
@@ -263,23 +332,24 @@ def coefficients_cmd(
     if name == "gd":
         if kind != "modified":
             raise ValueError("kind: GD has only the modified equation (its map is theta - h g)")
-        records = sym.gd_modified_coefficients(order)
+        compute = sym.gd_modified_coefficients
     elif name in ("hb", "heavy_ball"):
         if kind == "modified":
-            records = sym.hb_modified_coefficients(order)
+            compute = sym.hb_modified_coefficients
         elif kind == "memoryless":
-            records = sym.hb_memoryless_coefficients(order)
+            compute = sym.hb_memoryless_coefficients
         else:
             raise ValueError(f"kind must be modified or memoryless, got {kind!r}")
     else:
         raise ValueError(f"optimizer must be gd or hb, got {optimizer!r}")
-    if json_out:
-        typer.echo(json.dumps(sym.coefficients_to_json(records), indent=2))
-    else:
-        typer.echo(sym.format_coefficients(records, latex=latex))
+    with _stages(quiet, [f"exact coefficients up to order {order}"]) as stage:
+        stage()
+        records = compute(order)
+    typer.echo(sym.format_coefficients(records, latex=latex))
+    _write_json(json_path, sym.coefficients_to_json(records))
 
 
-@app.command("principal-flow")
+@_command("principal-flow")
 @_guard
 def principal_flow_cmd(
     optimizer: str = typer.Option("gd", help="gd or hb"),
@@ -291,7 +361,7 @@ def principal_flow_cmd(
     backend: str = typer.Option("dense", help="dense (eigh of the Hessian) or lanczos"),
     k: Optional[int] = typer.Option(None, "--k", help="Lanczos: number of top eigenpairs"),
     third: bool = typer.Option(False, "--third", help="add the exact h^2 T[g,g] term of the modified equation (order 3)"),
-    json_path: Optional[str] = typer.Option(None, "--json", help="write results as JSON"),
+    json_path: Optional[str] = typer.Option(None, "--json", help=JSON_HELP),
     plot: Optional[str] = typer.Option(None, "--plot", help="write a PNG (parameter space and loss vs time)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
 ):
@@ -313,21 +383,23 @@ def principal_flow_cmd(
     from modeq.problems import resolve_problem
 
     problem = resolve_problem(loss, _theta0(theta0))
-    with _console(quiet).status("integrating the principal flow ..."):
-        res = principal_flow_solve(opt, problem.loss, problem.theta0, h=h, T=T, backend=backend, k=k, third=third)
-    steps = res.ts.shape[0] - 1
-    m0 = "zero"
-    if opt.momenta:
-        m0 = manifold_point(opt, problem.loss, problem.theta0, h=h, sweeps=10)
-        if not all(np.all(np.isfinite(np.asarray(m))) for m in m0):
-            m0 = "zero"
     import warnings
 
     from modeq.optimizers import DivergenceWarning
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DivergenceWarning)
-        traj = simulate(opt, problem.loss, problem.theta0, steps, h=h, m0=m0)
+    with _stages(quiet, ["integrating the principal flow", "running the iterates"]) as stage:
+        stage()
+        res = principal_flow_solve(opt, problem.loss, problem.theta0, h=h, T=T, backend=backend, k=k, third=third)
+        stage()
+        steps = res.ts.shape[0] - 1
+        m0 = "zero"
+        if opt.momenta:
+            m0 = manifold_point(opt, problem.loss, problem.theta0, h=h, sweeps=6)  # O(h^7); 10 (eager) took 20 s
+            if not all(np.all(np.isfinite(np.asarray(m))) for m in m0):
+                m0 = "zero"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DivergenceWarning)
+            traj = simulate(opt, problem.loss, problem.theta0, steps, h=h, m0=m0)
     iterates = np.asarray(traj.theta)
     errors = np.linalg.norm(iterates - res.theta, axis=-1)
     diag = res.diagnostics
@@ -372,7 +444,7 @@ def principal_flow_cmd(
         plt.close(fig)
 
 
-@app.command("regularizer")
+@_command("regularizer")
 @_guard
 def regularizer_cmd(
     optimizer: str = typer.Option("hb", help="gd, hb, nesterov, sgdm, adam(w), nadam, rmsprop, lion, lion_k"),
@@ -382,7 +454,7 @@ def regularizer_cmd(
     h_opt: Optional[float] = typer.Option(None, "--h", help="step size (or --param h=...)"),
     steps: int = typer.Option(200, help="number of steps"),
     form: str = typer.Option("ode", help="ode (modified flow) or memoryless (modified map)"),
-    json_path: Optional[str] = typer.Option(None, "--json", help="write results as JSON"),
+    json_path: Optional[str] = typer.Option(None, "--json", help=JSON_HELP),
     plot: Optional[str] = typer.Option(None, "--plot", help="write a PNG of every term along the run"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
 ):
@@ -396,7 +468,8 @@ def regularizer_cmd(
 
     opt, h = build_optimizer(optimizer, parse_params(param), default_h=h_opt if h_opt is not None else 0.01)
     problem = resolve_problem(loss, _theta0(theta0))
-    with _console(quiet).status("running ..."):
+    with _stages(quiet, [f"{opt.name}: {steps} steps and every term of the modified loss"]) as stage:
+        stage()
         report = regularizer_report(opt, problem.loss, problem.theta0, h=h, steps=steps, form=form)
     typer.echo(report.modified.describe())
     typer.echo(report.table(every=max(1, len(report.steps) // 10)))
@@ -421,6 +494,66 @@ def regularizer_cmd(
         plt.close(fig)
 
 
+@_command("report")
+@_guard
+def report_cmd(
+    loss: str = typer.Option("product", help="problem NAME[:k=v] or file.py:function (as in modeq compare)"),
+    optimizer: str = typer.Option("gd", help="optimizer name (modeq.optimizers.OPTIMIZERS)"),
+    param: List[str] = typer.Option([], "--param", help="hyperparameter k=v (default for hb: beta=0.9)"),
+    theta0: Optional[str] = typer.Option(None, help='initial point "a,b,..."'),
+    h: Optional[str] = typer.Option(None, "--h", help="step sizes of the convergence study, comma-separated "
+                                    "(default 0.01,0.005,0.0025; momentum methods 0.0004,0.0002,0.0001)"),
+    T: Optional[float] = typer.Option(None, "--T", help="time horizon of the convergence study, steps = T/h "
+                                      "(default 0.5; momentum methods 0.1)"),
+    flow: List[str] = typer.Option([], "--flow", help="flows to compare (default gradient, modified:2, modified:3; "
+                                   "momentum methods: memoryless:3 instead of modified:3)"),
+    init: str = typer.Option("manifold", help="momentum start of the convergence study: manifold or rest"),
+    reg_steps: int = typer.Option(200, "--reg-steps", help="steps of the regularizer run (at the largest h)"),
+    out: str = typer.Option("report.html", "--out", help="HTML file to write"),
+    json_path: Optional[str] = typer.Option(None, "--json", help=JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+):
+    """One self-contained HTML page: convergence study, principal flow and implicit-regularizer terms."""
+    import shlex
+    import time
+
+    import modeq  # noqa: F401
+    import modeq.flows  # noqa: F401  (registers extra flows)
+    from modeq._params import build_optimizer, parse_params
+    from modeq._validation import check_int_at_least
+    from modeq.problems import resolve_problem
+    from modeq.report import run_report, write_html
+
+    start = time.perf_counter()
+    params = parse_params(param)
+    if optimizer in ("hb", "heavy_ball") and "beta" not in params:
+        params["beta"] = 0.9
+    opt, _ = build_optimizer(optimizer, params)
+    problem = resolve_problem(loss, _theta0(theta0))
+    reg_steps = check_int_at_least("reg-steps", reg_steps, 1)
+    hs = _floats("h", h) if h is not None else None
+    flows = [f for item in flow for f in item.split(",") if f.strip()] or None
+    with _progress(quiet) as bar:
+        task = bar.add_task("report", total=1)
+        report = run_report(opt, problem, loss_spec=loss, hs=hs, T=T, flows=flows, init=init,
+                            regularizer_steps=reg_steps,
+                            progress=lambda label, i, n: bar.update(task, description=label, completed=i, total=n))
+    typed = sys.argv and sys.argv[0].endswith("modeq") and "report" in sys.argv  # not when called from Python
+    command = shlex.join(["modeq", *sys.argv[1:]]) if typed else None
+    write_html(report, out, command=command, elapsed=time.perf_counter() - start)
+    typer.echo(f"{opt.name} on {problem.name}: wrote {out}")
+    for res in report.convergence.result or []:
+        if res.fit is not None:
+            typer.echo(f"  {res.flow:>14s}: fitted order {res.fit.order:.3f}, 95% CI [{res.fit.ci[0]:.3f}, "
+                       f"{res.fit.ci[1]:.3f}] (R = {res.order})")
+    for sec in (report.convergence, report.principal, report.regularizer):
+        if sec.skipped:
+            typer.echo(f"  {sec.name}: {sec.skipped}")
+        if sec.error:
+            _console(False).print(f"[yellow]warning:[/yellow] {sec.name} failed: {sec.error}")
+    _write_json(json_path, {"out": out, **report.to_dict()})
+
+
 def _noise_oracle(kind: str, problem, params: dict):
     from modeq.problems import GaussianNGOS, LabelNoise, MiniBatch
 
@@ -438,7 +571,7 @@ def _noise_oracle(kind: str, problem, params: dict):
     raise ValueError(f"noise must be label, isotropic, gaussian (covariance = Hessian) or minibatch, got {kind!r}")
 
 
-@app.command("sde")
+@_command("sde")
 @_guard
 def sde_cmd(
     optimizer: str = typer.Option("sgd", help="sgd or sgdm (normalized; --param beta=...)"),
@@ -452,7 +585,7 @@ def sde_cmd(
     paths: int = typer.Option(2000, help="Monte Carlo paths (>= 2)"),
     order: int = typer.Option(1, help="SME order: 1 or 2"),
     seed: int = typer.Option(0, help="random seed"),
-    json_path: Optional[str] = typer.Option(None, "--json", help="write results as JSON"),
+    json_path: Optional[str] = typer.Option(None, "--json", help=JSON_HELP),
     plot: Optional[str] = typer.Option(None, "--plot", help="write a PNG of the weak errors"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
 ):
@@ -511,7 +644,7 @@ def sde_cmd(
         plt.close(fig)
 
 
-@app.command("slow-sde")
+@_command("slow-sde")
 @_guard
 def slow_sde_cmd(
     problem_name: Optional[str] = typer.Option(None, "--problem", help="built-in problem with a manifold (uv, ...)"),
@@ -523,9 +656,10 @@ def slow_sde_cmd(
     T: float = typer.Option(1.0, "--T", help="slow time horizon (steps = T/eta^2)"),
     paths: int = typer.Option(16, help="paths (>= 2)"),
     optimizer: str = typer.Option("sgd", help="sgd or sgdm"),
-    param: List[str] = typer.Option([], "--param", help="beta=... for sgdm"),
+    param: List[str] = typer.Option([], "--param", help="sgdm: beta=... (fixed) or alpha=...[, scale=...] "
+                                    "for 1 - beta = scale * eta^alpha"),
     seed: int = typer.Option(0, help="random seed"),
-    json_path: Optional[str] = typer.Option(None, "--json", help="write results as JSON"),
+    json_path: Optional[str] = typer.Option(None, "--json", help=JSON_HELP),
     plot: Optional[str] = typer.Option(None, "--plot", help="write a PNG (endpoints on Gamma)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
 ):
@@ -539,9 +673,9 @@ def slow_sde_cmd(
     import modeq  # noqa: F401
     from modeq._params import build_optimizer, parse_params
     from modeq.compare import fit_order
-    from modeq.optimizers import simulate
+    from modeq.optimizers import sgdm
     from modeq.problems import resolve_problem
-    from modeq.sde import label_noise_flow, phi, slow_sde
+    from modeq.sde import beta_for, endpoints, label_noise_flow, phi, slow_sde
 
     spec = problem_name or loss or "uv"
     problem = resolve_problem(spec, _theta0(theta0))
@@ -550,7 +684,12 @@ def slow_sde_cmd(
     name = optimizer.lower()
     if name not in ("sgd", "gd", "sgdm"):
         raise ValueError(f"optimizer must be sgd or sgdm, got {optimizer!r}")
-    opt, _ = build_optimizer(name, parse_params(param))
+    oparams = parse_params(param)
+    alpha = oparams.pop("alpha", None)  # sgdm with 1 - beta = scale * eta^alpha (Wang et al. 2023, Def. 4.1)
+    scale = float(oparams.pop("scale", 1.0))
+    if alpha is not None and (name != "sgdm" or "beta" in oparams):
+        raise ValueError("param: alpha (1 - beta = scale * eta^alpha) applies to --optimizer sgdm without beta")
+    opt, _ = build_optimizer(name, oparams)
     etas = sorted(_floats("eta", eta), reverse=True)
     paths_ = int(paths)
     if paths_ < 2:
@@ -571,13 +710,12 @@ def slow_sde_cmd(
         task = bar.add_task("SGD at small eta", total=len(etas))
         for i, e in enumerate(etas):
             steps = int(round(T / e**2))
-            keys = jax.random.split(jax.random.fold_in(key, i + 1), paths_)
-            ends = jax.vmap(lambda k: simulate(opt, problem.loss, problem.theta0, steps, h=e, oracle=oracle, key=k,
-                                               record=False).theta[-1])(keys)
-            ends = np.asarray(ends)
+            opt_e = opt if alpha is None else sgdm(beta_for(e, float(alpha), scale))
+            ends = np.asarray(endpoints(opt_e, problem.loss, problem.theta0, steps, h=e, oracle=oracle,
+                                        paths=paths_, key=jax.random.fold_in(key, i + 1)))
             mean, se = ends.mean(0), ends.std(0, ddof=1) / np.sqrt(paths_)
-            rows.append({"eta": e, "steps": steps, "mean": mean.tolist(), "stderr": se.tolist(),
-                         "error": float(np.linalg.norm(mean - target))})
+            rows.append({"eta": e, "steps": steps, "beta": opt_e.hyper.get("beta"), "mean": mean.tolist(),
+                         "stderr": se.tolist(), "error": float(np.linalg.norm(mean - target))})
             bar.update(task, completed=i + 1)
     typer.echo(f"slow SDE ({noise} noise) vs {opt.name} on {problem.name}: slow time T = {T:g}, {paths_} paths")
     typer.echo(f"Phi(theta0) = {np.asarray(y0).round(6).tolist()}, slow-SDE mean at T = {target.round(6).tolist()}")

@@ -192,3 +192,60 @@ def test_diverging_solve_reports_the_time_it_failed():
         solve_ode(lambda y: y**2, np.array([1.0]), np.linspace(0.0, 2.0, 21))  # blows up at t = 1
     assert 0.8 <= info.value.t_failed <= 1.0
     assert "failed after t =" in str(info.value)
+
+
+# --json alone prints exactly one JSON document on stdout (no table, no progress bar); tiny settings: each command
+# here runs in about a second.
+JSON_COMMANDS = {
+    "problems": ["problems"],
+    "run": ["run", "--optimizer", "gd", "--param", "h=0.1", "--steps", "3"],
+    "compare": ["compare", "--optimizer", "gd", "--param", "h=0.01", "--flow", "gradient", "--h", "0.02,0.01",
+                "--T", "0.04"],
+    "coefficients": ["coefficients", "--optimizer", "gd", "--order", "2"],
+    "principal-flow": ["principal-flow", "--loss", "quadratic:d=2", "--h", "0.1", "--T", "0.2"],
+    "regularizer": ["regularizer", "--optimizer", "gd", "--param", "h=0.01", "--steps", "3"],
+    "sde": ["sde", "--loss", "quadratic:d=2", "--eta", "0.2,0.1", "--T", "0.2", "--paths", "20"],
+    "slow-sde": ["slow-sde", "--problem", "uv", "--eta", "0.05", "--T", "0.01", "--paths", "2"],
+}  # report: tests/test_report.py parses its --json output
+
+
+def test_every_command_has_json_and_quiet():
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    assert set(JSON_COMMANDS) | {"report"} == set(commands)
+    for name, command in commands.items():
+        options = {opt for p in command.params for opt in p.opts}
+        assert {"--json", "--quiet"} <= options, name
+
+
+@pytest.mark.filterwarnings("ignore:.*Monte Carlo standard error")  # sde with 20 paths: noise-dominated on purpose
+@pytest.mark.parametrize("name", list(JSON_COMMANDS))
+def test_json_to_stdout_is_pure_json(name):
+    out = runner.invoke(app, [*JSON_COMMANDS[name], "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)  # nothing but the JSON document
+    assert data
+    if name == "problems":
+        assert [p["name"] for p in data["problems"]] == list(modeq.problems.PROBLEMS)
+    if name == "run":
+        assert len(data["loss_history"]) == 4
+
+
+def test_bare_json_flag_forms(tmp_path):
+    args = JSON_COMMANDS["coefficients"]
+    before = runner.invoke(app, [*args[:1], "--json", *args[1:]])  # --json followed by another option
+    dash = runner.invoke(app, [*args, "--json", "-", "--quiet"])
+    assert before.exit_code == dash.exit_code == 0
+    assert json.loads(before.stdout) == json.loads(dash.stdout)
+    path = tmp_path / "c.json"
+    to_file = runner.invoke(app, [*args, "--json", str(path)])  # --json PATH: file, and the table on stdout
+    assert to_file.exit_code == 0 and json.loads(path.read_text()) == json.loads(dash.stdout)
+    assert "[o]" in to_file.stdout
+
+
+def test_compare_outside_the_manifold_regime_is_a_clear_error():
+    # Adam's default b2 = 0.999 at h = 4e-4: h lambda/(1-b2)^2 ~ 1e3, the slow-manifold iteration diverges
+    out = invoke("compare", "--optimizer", "adam", "--loss", "product", "--h", "0.0004,0.0002", "--T", "0.01",
+                 "--quiet")
+    assert out.exit_code == 2 and "slow-manifold iteration" in out.output and "h" in out.output

@@ -24,6 +24,8 @@ class OrderFit:
     local: tuple
 
     def to_dict(self) -> dict:
+        """JSON-ready record: ``fitted_order``, ``fitted_order_stderr``, ``fitted_order_ci``, ``error_constant``,
+        ``local_orders``."""
         return {
             "fitted_order": self.order,
             "fitted_order_stderr": self.stderr,

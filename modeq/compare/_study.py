@@ -54,6 +54,7 @@ class FlowSpec:
 
     @property
     def label(self) -> str:
+        """The flow's name as ``--flow`` spells it: ``"modified:3"``, ``"memoryless:2"``, ``"principal"``, ..."""
         return self.kind if self.kind in ("gradient", "principal", "principal+third") else f"{self.kind}:{self.order}"
 
 
@@ -87,6 +88,17 @@ FLOW_BUILDERS: dict[str, Callable] = {
 
 @dataclasses.dataclass
 class FlowResult:
+    r"""One flow compared with the iterates over a sweep of step sizes (returned by :func:`compare_flow`).
+
+    ``flow`` is the label (``"modified:3"``), ``order`` the theoretical global order $R$. Per step size ``h[i]``:
+    ``max_error[i]`` $= \max_{n \le N}\|\theta_n - \theta(nh)\|_2$, ``curves[i]`` the pair (times $nh$, errors $e_n$),
+    ``trajectories[i]`` the pair (iterates, flow values) and ``solver_floor[i]`` the solver's error floor (largest
+    difference between solves saved on the grids $nh$ and $nh/2$; 0 for memoryless maps). ``fit`` is the least-squares
+    fit $\max_n e_n \approx C h^p$ (:func:`modeq.compare.fit_order`; ``None`` with fewer than two step sizes or a zero
+    error) and ``warnings`` the :class:`AccuracyWarning` messages raised for this flow (solver floor within 100x of the
+    error, or $h\lambda_{\max}/(1-\beta)^2 > 0.05$).
+    """
+
     flow: str
     order: int
     h: list
@@ -98,6 +110,8 @@ class FlowResult:
     warnings: list
 
     def to_dict(self) -> dict:
+        """JSON-ready record: ``flow``, ``order``, ``h``, ``max_error``, the fit's fields (``fitted_order``,
+        ``fitted_order_ci``, ``error_constant``, ...), ``solver_error_floor`` and ``warnings``."""
         out = {"flow": self.flow, "order": self.order, "h": self.h, "max_error": self.max_error}
         if self.fit is not None:
             out.update(self.fit.to_dict())
@@ -135,7 +149,15 @@ def _start_momenta(optimizer, loss, theta0, h, init, order):
     if not optimizer.momenta:
         return ()
     if init == "manifold":
-        return manifold_point(optimizer, loss, theta0, h=h, sweeps=max(order + 2, 6))
+        m0 = manifold_point(optimizer, loss, theta0, h=h, sweeps=max(order + 2, 6))
+        if not all(bool(jnp.all(jnp.isfinite(m))) for m in m0):
+            eta = expansion_parameter(optimizer, loss, theta0, h)
+            raise ValueError(
+                f"h: the slow-manifold iteration of {optimizer.name} diverges at h = {h:g} "
+                f"(h*lambda_max/(1-beta)^2 = {eta:.3g}; the reduction to a memoryless flow needs it << 1): "
+                "use smaller step sizes, a smaller beta, or --init rest"
+            )
+        return m0
     return "zero"
 
 

@@ -45,6 +45,7 @@ class VectorField(eqx.Module):
         return self.fn(theta, self.h)
 
     def term(self, t, y, args):
+        """The field in diffrax's ``ODETerm`` signature ``(t, y, args) -> f(y)`` (autonomous: ``t`` is ignored)."""
         return self.fn(y, self.h)
 
 

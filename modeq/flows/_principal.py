@@ -346,6 +346,7 @@ class PrincipalField(VectorField):
         return self.fn(theta, self.h, self.beta)
 
     def term(self, t, y, args):
+        """The field in diffrax's ``ODETerm`` signature ``(t, y, args) -> f(y)`` (autonomous: ``t`` is ignored)."""
         return self.fn(y, self.h, self.beta)
 
 
@@ -497,6 +498,7 @@ class PrincipalDiagnostics:
         return any(r != "real" for r in self.regime)
 
     def to_dict(self) -> dict:
+        """JSON-ready record of every field (arrays as lists), with ``crossings`` and ``edge_of_stability``."""
         return {
             "h": self.h,
             "beta": self.beta,
@@ -623,6 +625,8 @@ class PrincipalFlowResult:
         return float(np.max(np.linalg.norm(self.imag, axis=-1) / re))
 
     def to_dict(self) -> dict:
+        """JSON-ready record: the options (``flow``, ``optimizer``, ``beta``, ``h``, backend, ...), the trajectory
+        and the diagnostics."""
         out = {
             "flow": "principal+third" if self.third else "principal",
             "optimizer": self.optimizer,

@@ -40,17 +40,26 @@ class Trajectory(eqx.Module):
     grad_norm: jax.Array
     diverged_at: jax.Array
     unravel: Callable = eqx.field(static=True, default=None)
+    save_every: int = eqx.field(static=True, default=1)
+
+    @property
+    def steps(self):
+        """Step index $n$ of each saved entry (``0, k, 2k, ..., N`` with ``k = save_every``)."""
+        return self.save_every * jnp.arange(self.theta.shape[-2] if self.theta.ndim >= 2 else 1)
 
     @property
     def diverged(self) -> bool:
+        """Whether an update became non-finite (then ``diverged_at`` is its step and the state is frozen there)."""
         return bool(self.diverged_at >= 0)
 
     def raise_if_diverged(self) -> "Trajectory":
+        """Raise :class:`DivergenceError` naming the step if the run diverged; return the trajectory otherwise."""
         if self.diverged:
             raise DivergenceError(f"the iterates diverged at step {int(self.diverged_at)} (non-finite update)")
         return self
 
     def theta_tree(self, n: int = -1):
+        """The saved state ``theta[n]`` in the pytree structure of the ``theta0`` given to ``simulate``."""
         return self.unravel(self.theta[n]) if self.unravel is not None else self.theta[n]
 
 
@@ -59,7 +68,8 @@ def _finite(*arrays) -> jax.Array:
 
 
 @eqx.filter_jit
-def _run(optimizer: Optimizer, loss, oracle, theta0, m0, key, h, start, steps: int, record: bool):
+def _run(optimizer: Optimizer, loss, oracle, theta0, m0, key, h, start, steps: int, record: bool,
+         save_every: int = 1):
     full_batch = isinstance(oracle, FullBatch)
     h_of = h if callable(h) else (lambda n: h)
 
@@ -68,19 +78,34 @@ def _run(optimizer: Optimizer, loss, oracle, theta0, m0, key, h, start, steps: i
             return jnp.zeros(()), jnp.zeros((theta.shape[0],))
         return jax.value_and_grad(loss)(theta)
 
-    def body(carry, n):
+    def advance(carry, n, g):
         theta, momenta, diverged_at = carry
-        value, grad = observe(theta)
-        g = grad if (full_batch and record) else oracle(theta, key, n)
         theta_new, momenta_new = optimizer.step(theta, momenta, g, h_of(n), n)
         ok = _finite(theta_new, momenta_new) & (diverged_at < 0)
         theta_next = jnp.where(ok, theta_new, theta)
         momenta_next = tuple(jnp.where(ok, a, b) for a, b in zip(momenta_new, momenta))
         diverged_next = jnp.where((diverged_at < 0) & ~ok, n, diverged_at)
-        return (theta_next, momenta_next, diverged_next), (theta, momenta, value, jnp.linalg.norm(grad))
+        return theta_next, momenta_next, diverged_next
+
+    def body(carry, n):  # one step, recording the state it starts from
+        theta, momenta, _ = carry
+        value, grad = observe(theta)
+        g = grad if (full_batch and record) else oracle(theta, key, n)
+        return advance(carry, n, g), (theta, momenta, value, jnp.linalg.norm(grad))
+
+    def block(carry, n0):  # save_every steps, recording only the state at the start of the block
+        theta, momenta, _ = carry
+        value, grad = observe(theta)
+        carry, _ = jax.lax.scan(lambda c, n: (advance(c, n, oracle(c[0], key, n)), None), carry,
+                                n0 + jnp.arange(save_every))
+        return carry, (theta, momenta, value, jnp.linalg.norm(grad))
 
     init = (theta0, m0, jnp.asarray(-1))
-    (theta_n, m_n, diverged_at), (thetas, ms, values, norms) = jax.lax.scan(body, init, start + jnp.arange(steps))
+    if save_every == 1:
+        (theta_n, m_n, diverged_at), (thetas, ms, values, norms) = jax.lax.scan(body, init, start + jnp.arange(steps))
+    else:
+        starts = start + save_every * jnp.arange(steps // save_every)
+        (theta_n, m_n, diverged_at), (thetas, ms, values, norms) = jax.lax.scan(block, init, starts)
     value_n, grad_n = observe(theta_n)
     thetas = jnp.concatenate([thetas, theta_n[None]])
     ms = tuple(jnp.concatenate([a, b[None]]) for a, b in zip(ms, m_n))
@@ -101,6 +126,7 @@ def simulate(
     m0: Union[str, tuple] = "zero",
     record: bool = True,
     start: int = 0,
+    save_every: int = 1,
 ) -> Trajectory:
     r"""Run ``steps`` steps of ``optimizer`` on ``loss`` from ``theta0`` with step size ``h``.
 
@@ -117,12 +143,18 @@ def simulate(
             chunks by passing the last state as ``theta0``/``m0`` and ``start`` = steps done so far.
         record: record the full loss and gradient norm at every step (one extra gradient per step for stochastic
             oracles; free for full batch).
+        save_every: keep every ``save_every``-th state only (``theta[j]`` is $\theta_{jk}$, ``Trajectory.steps``
+            gives the indices); must divide ``steps``. ``save_every=steps`` keeps the first and last states only:
+            memory O(d) instead of O(N d) for long runs (slow-SDE horizons of $T/\eta^2$ steps).
 
     Returns a :class:`Trajectory`. Pure and jit-/vmap-friendly (vmap over keys, ``theta0`` or ``optimizer`` to run
     ensembles or hyperparameter sweeps). Outside a transformation a :class:`DivergenceWarning` is emitted if the run
     diverged.
     """
     steps = check_int_at_least("steps", steps, 1)
+    save_every = check_int_at_least("save_every", save_every, 1)
+    if steps % save_every:
+        raise ValueError(f"save_every must divide steps = {steps}, got {save_every}")
     if not callable(h):
         if not isinstance(h, jax.core.Tracer):
             check_positive("h", h)
@@ -139,9 +171,9 @@ def simulate(
     g0 = oracle(flat0, key, start) if isinstance(m0, str) and m0 == "first" else jnp.zeros_like(flat0)
     momenta0 = optimizer.initial_momenta(flat0, g0, m0)
     thetas, ms, values, norms, diverged_at = _run(
-        optimizer, flat_loss, oracle, flat0, momenta0, key, h, jnp.asarray(start), steps, record
+        optimizer, flat_loss, oracle, flat0, momenta0, key, h, jnp.asarray(start), steps, record, save_every
     )
-    traj = Trajectory(thetas, ms, values, norms, diverged_at, unravel)
+    traj = Trajectory(thetas, ms, values, norms, diverged_at, unravel, save_every)
     if not isinstance(diverged_at, jax.core.Tracer) and int(diverged_at) >= 0:
         warnings.warn(
             f"{optimizer.name}: the iterates diverged at step {int(diverged_at)}; the trajectory is frozen there",

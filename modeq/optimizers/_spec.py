@@ -40,9 +40,11 @@ class MomentumVariable:
     rest: Optional[Callable[[Any, Any], Any]] = None
 
     def beta(self, hyper: dict):
+        r"""The decay $\beta$ of this variable under the hyperparameters ``hyper``."""
         return hyper[self.decay] if isinstance(self.decay, str) else self.decay
 
     def weight(self, hyper: dict):
+        r"""The input weight $b$ of this variable under the hyperparameters ``hyper``."""
         return self.input_weight(hyper)
 
 

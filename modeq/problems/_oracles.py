@@ -31,12 +31,15 @@ class Oracle:
         raise NotImplementedError
 
     def covariance(self, theta):
+        r"""$\mathrm{Cov}[g \mid \theta]$, the $(d, d)$ covariance of one stochastic gradient at ``theta`` (zero
+        for full batch); ``NotImplementedError`` where no closed form is known."""
         raise NotImplementedError(f"{type(self).__name__} has no closed-form covariance")
 
 
 @dataclasses.dataclass(frozen=True)
 class FullBatch(Oracle):
-    r"""$g = \nabla L(\theta)$ (no noise)."""
+    r"""The exact gradient $g = \nabla L(\theta)$ (no noise, zero covariance): the deterministic oracle that
+    ``simulate`` uses by default."""
 
     loss: Callable
     stochastic: bool = False
@@ -72,6 +75,7 @@ class MiniBatch(Oracle):
 
     @property
     def steps_per_epoch(self) -> int:
+        r"""$\lfloor n/B\rfloor$: the number of steps in one epoch (one permutation of the examples)."""
         return self.problem.n_examples // self.batch_size
 
     def indices(self, key, n):
@@ -85,6 +89,7 @@ class MiniBatch(Oracle):
         return jax.grad(self.problem.batch_loss)(theta, idx)
 
     def per_example_gradients(self, theta):
+        r"""$(\nabla\ell_1(\theta), \dots, \nabla\ell_n(\theta))$ stacked as an $(n, d)$ array."""
         idx = jnp.arange(self.problem.n_examples)
         return jax.vmap(lambda i: jax.grad(self.problem.example_loss)(theta, i))(idx)
 
@@ -113,6 +118,8 @@ class GaussianNGOS(Oracle):
         check_nonnegative("sigma", self.sigma)
 
     def sqrt(self, theta):
+        r"""A square root $S$ of $\Sigma(\theta)$, $SS^\top = \Sigma$: ``covariance_sqrt(theta)`` if given, else the
+        symmetric square root of ``covariance_fn(theta)`` (eigenvalues clipped at 0), else $I$."""
         if self.covariance_sqrt is not None:
             return self.covariance_sqrt(theta)
         if self.covariance_fn is not None:

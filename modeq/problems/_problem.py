@@ -44,10 +44,12 @@ class Problem:
 
     @property
     def dim(self) -> int:
+        """$d$, the number of parameters (length of ``theta0``)."""
         return int(self.theta0.shape[0])
 
     @property
     def is_finite_sum(self) -> bool:
+        r"""Whether $L = \frac1n\sum_i\ell_i$ with per-example losses (needed by mini-batch oracles)."""
         return self.example_loss is not None and self.n_examples > 0
 
     def batch_loss(self, theta, indices):

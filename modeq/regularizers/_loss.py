@@ -77,10 +77,11 @@ class Term:
     source: str
 
     def value(self, theta):
-        """$c\\,R(\\theta)$."""
+        """The term's contribution $c\\,R(\\theta)$ to the modified loss at ``theta``."""
         return self.coefficient * self.fn(theta)
 
     def to_dict(self) -> dict:
+        """JSON-ready record of the term (everything but ``fn``)."""
         return {
             "name": self.name,
             "formula": self.formula,
@@ -123,12 +124,14 @@ class ModifiedLoss:
         return out
 
     def term(self, name: str) -> Term:
+        """The :class:`Term` called ``name`` (``KeyError`` listing the terms if there is none)."""
         for t in self.terms:
             if t.name == name:
                 return t
         raise KeyError(f"no term {name!r}; terms: {[t.name for t in self.terms]}")
 
     def grad(self, theta):
+        r"""$\nabla\tilde L(\theta)$, the gradient of the modified loss (by autodiff)."""
         return jax.grad(self.__call__)(theta)
 
     def field(self, theta):
@@ -151,6 +154,8 @@ class ModifiedLoss:
         return out
 
     def to_dict(self) -> dict:
+        """JSON-ready record: optimizer, ``h``, form, scale (float and exact), weight decay, preconditioner formula,
+        limit, note and every term's record."""
         return {
             "optimizer": self.optimizer,
             "h": self.h,
@@ -165,6 +170,8 @@ class ModifiedLoss:
         }
 
     def describe(self) -> str:
+        """A few human-readable lines: $\\tilde L$ with its coefficients, the dynamics, each term's exact coefficient,
+        sign and source."""
         parts = ["L"] + [f"({t.coefficient:+.6g}) * {t.formula}" for t in self.terms]
         lines = [f"{self.optimizer} [{self.form}], h = {self.h:g}: L~ = " + " + ".join(parts)]
         lines.append(f"  dynamics: -{self.scale_exact} * {self.preconditioner_formula} grad L~"
@@ -180,7 +187,8 @@ class ModifiedLoss:
 
 
 def grad_norm_sq(loss: Callable) -> Callable:
-    r"""$\theta\mapsto\|\nabla L(\theta)\|^2$."""
+    r"""$\theta\mapsto\|\nabla L(\theta)\|^2$, the implicit gradient regularizer of GD and heavy-ball (Barrett &
+    Dherin 2021; Ghosh et al. 2023)."""
     grad = jax.grad(loss)
     return lambda theta: jnp.sum(grad(theta) ** 2)
 

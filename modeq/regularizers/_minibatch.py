@@ -40,6 +40,7 @@ class BatchLosses:
     m: int
 
     def loss(self, theta):
+        r"""The full loss $L(\theta) = \frac1m\sum_k L^{(k)}(\theta)$."""
         return jnp.mean(jax.vmap(lambda k: self.fn(theta, k))(jnp.arange(self.m)))
 
     def grads(self, theta):
@@ -47,7 +48,7 @@ class BatchLosses:
         return jax.vmap(lambda k: jax.grad(self.fn)(theta, k))(jnp.arange(self.m))
 
     def hessians(self, theta):
-        """$(m, d, d)$."""
+        """$(m, d, d)$: the Hessians $\\nabla^2 L^{(k)}(\\theta)$ of the $m$ batch losses."""
         return jax.vmap(lambda k: jax.hessian(self.fn)(theta, k))(jnp.arange(self.m))
 
     def variance(self, theta):

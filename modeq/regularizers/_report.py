@@ -25,6 +25,7 @@ class RegularizerReport:
     diverged_at: int
 
     def to_dict(self) -> dict:
+        """JSON-ready record: the modified loss, ``steps``, ``values`` (name -> list) and ``diverged_at``."""
         return {
             "modified_loss": self.modified.to_dict(),
             "steps": self.steps,
@@ -33,6 +34,7 @@ class RegularizerReport:
         }
 
     def table(self, every: Optional[int] = None) -> str:
+        """A plain-text table, one row per saved step (every ``every``-th row if given), one column per value."""
         names = list(self.values)
         rows = ["step " + " ".join(f"{n:>16s}" for n in names)]
         idx = range(len(self.steps)) if every is None else range(0, len(self.steps), every)

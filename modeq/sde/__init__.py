@@ -2,14 +2,19 @@
 manifold of minimizers (THEORY.md Part B)."""
 
 from ._em import SDEPaths, simulate_sde
-from ._sme import SDE, effective_lr_factor, noise_sqrt, sme, sym_sqrt
-from ._weak import MonteCarloWarning, WeakStudy, exact_weak_study, sgd_moments, sme_moments, weak_error_study
+from ._sme import SDE, MomentumSDE, effective_lr_factor, momentum_sde, noise_sqrt, sme, sym_sqrt
+from ._weak import (
+    MonteCarloWarning, WeakStudy, exact_weak_study, gaussian_gradient_variances, linear_sde_moments,
+    momentum_sde_moments, sgd_moments, sgdm_moments, sme_moments, weak_error_study,
+)
+from ._small_lr import beta_for, endpoints, optimizer_for
 from ._slow import (
     ManifoldOperators, SlowFlow, SlowPaths, d2phi_closed, d2phi_fd, d2phi_variational, label_noise_flow,
     manifold_operators, phi, slow_sde, third_contract,
 )
 
-__all__ = ["SDE", "sme", "sym_sqrt", "noise_sqrt", "effective_lr_factor", "SDEPaths", "simulate_sde"]
+__all__ = ["beta_for", "endpoints", "optimizer_for", "SDE", "MomentumSDE", "momentum_sde", "sgdm_moments", "momentum_sde_moments", "linear_sde_moments",
+           "gaussian_gradient_variances", "sme", "sym_sqrt", "noise_sqrt", "effective_lr_factor", "SDEPaths", "simulate_sde"]
 __all__ += [
     "MonteCarloWarning", "WeakStudy", "exact_weak_study", "weak_error_study", "sgd_moments", "sme_moments",
     "ManifoldOperators", "SlowFlow", "SlowPaths", "phi", "manifold_operators", "third_contract", "d2phi_closed",

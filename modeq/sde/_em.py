@@ -36,13 +36,16 @@ class SDEPaths:
 
     @property
     def mean(self) -> np.ndarray:
+        """Ensemble mean over paths at every saved time, shape ``(len(ts), d)``."""
         return np.asarray(jnp.mean(self.xs, axis=0))
 
     @property
     def std(self) -> np.ndarray:
+        """Ensemble standard deviation (ddof = 1) over paths at every saved time."""
         return np.asarray(jnp.std(self.xs, axis=0, ddof=1))
 
     def to_dict(self) -> dict:
+        """JSON-ready summary: method, paths, dt, devices, times, mean, std and the standard error of the mean."""
         n = int(self.xs.shape[0])
         return {
             "method": self.method,

@@ -81,6 +81,10 @@ def phi(loss: Callable, x, *, t_max: float = 200.0, gtol: float = 1e-8, rtol: fl
 
 @dataclasses.dataclass(frozen=True)
 class ManifoldOperators:
+    r"""Operators at a point of $\Gamma$ from the eigendecomposition $\nabla^2L = V{\rm diag}(\lambda)V^\top$
+    (Li, Wang & Arora 2022; THEORY B2.3): $P_\parallel = \partial\Phi$ (kernel), $P_\perp = HH^+$, $H^+$, the
+    eigenpairs and the mask of normal (nonzero) eigenvalues."""
+
     p_par: jax.Array
     p_perp: jax.Array
     h_pinv: jax.Array
@@ -90,7 +94,7 @@ class ManifoldOperators:
 
 
 def manifold_operators(loss: Callable, x, rel_tol: float = 1e-8) -> ManifoldOperators:
-    """$P_\\parallel = \\partial\\Phi(x)$ (kernel of the Hessian), $P_\\perp$, $H^+$ at a point ``x`` of $\\Gamma$."""
+    r"""$P_\\parallel = \\partial\\Phi(x)$ (kernel of the Hessian), $P_\\perp$, $H^+$ at a point ``x`` of $\\Gamma$."""
     H = jax.hessian(loss)(x)
     w, V = jnp.linalg.eigh(0.5 * (H + H.T))
     nz = jnp.abs(w) > rel_tol * jnp.max(jnp.abs(w))
@@ -186,11 +190,14 @@ def _ln_term(t, y, args):
 
 @dataclasses.dataclass(frozen=True)
 class SlowFlow:
+    """The deterministic label-noise slow flow: states ``ys[j]`` at slow times ``ts[j]``, noise constant ``c``."""
+
     ts: np.ndarray
     ys: np.ndarray
     c: float
 
     def to_dict(self) -> dict:
+        """JSON-ready: times, states and c."""
         return {"t": self.ts.tolist(), "y": self.ys.tolist(), "c": self.c}
 
 
@@ -222,19 +229,22 @@ def _ln_solve(loss, y0, ts, c, rel_tol, rtol, atol):
 
 @dataclasses.dataclass(frozen=True)
 class SlowPaths:
+    """Slow-SDE ensemble: ``ys[p, j]`` = path ``p`` at slow time ``ts[j]``; ``scheme`` and step ``dt``."""
+
     ts: np.ndarray
     ys: jax.Array  # (paths, len(ts), d)
     scheme: str
     dt: float
 
     def to_dict(self) -> dict:
+        """JSON-ready summary: scheme, dt, paths, times, ensemble mean and standard deviation."""
         ys = np.asarray(self.ys)
         return {"scheme": self.scheme, "dt": self.dt, "paths": int(ys.shape[0]), "t": self.ts.tolist(),
                 "mean": ys.mean(0).tolist(), "std": ys.std(0, ddof=1).tolist()}
 
 
 @eqx.filter_jit
-def _slow_scan(loss, cov_fn, y0, keys, dt, n_save, save_every, t_max, scheme, rel_tol):
+def _slow_scan(loss, cov_fn, y0, keys, dt, n_save, save_every, t_max, scheme, rel_tol, normal_term=True):
     def one(key):
         def step(y, n):
             S = sym_sqrt(cov_fn(y))
@@ -243,7 +253,8 @@ def _slow_scan(loss, cov_fn, y0, keys, dt, n_save, save_every, t_max, scheme, re
                 z = y + jnp.sqrt(dt) * (S @ xi)
             else:
                 ops = manifold_operators(loss, y, rel_tol)
-                drift = 0.5 * d2phi_closed(loss, y, cov_fn(y), rel_tol)
+                total, (t1, t2, t3) = d2phi_closed(loss, y, cov_fn(y), rel_tol, terms=True)
+                drift = 0.5 * (total if normal_term else t1 + t2)
                 z = y + drift * dt + jnp.sqrt(dt) * (ops.p_par @ (S @ xi))
             return _phi_raw(loss, z, t_max, _RTOL, _ATOL)[0], None
 
@@ -259,13 +270,17 @@ def _slow_scan(loss, cov_fn, y0, keys, dt, n_save, save_every, t_max, scheme, re
 
 def slow_sde(loss: Callable, covariance: Callable, x0, t1: float, steps: int, *, paths: int, key,
              scheme: str = "projected", save_every: Optional[int] = None, t_max: float = 50.0,
-             rel_tol: float = 1e-8) -> SlowPaths:
+             rel_tol: float = 1e-8, normal_regularization: bool = True) -> SlowPaths:
     r"""Ensemble of the slow SDE $Y_t$ (slow time $t = \eta^2 k$) from $Y_0 = \Phi(x_0)$, with ``covariance(y)`` the
     gradient-noise covariance $\Sigma$ (e.g. ``oracle.covariance``). ``scheme``: ``"projected"``
     ($Y\leftarrow\Phi(Y+\sqrt{dt}\Sigma^{1/2}\xi)$, weak order 1) or ``"em"`` (Euler--Maruyama on LWA's explicit
     form, re-projected by $\Phi$). ``t_max``: gradient-flow horizon used inside each step (>> 1/smallest nonzero
-    Hessian eigenvalue)."""
+    Hessian eigenvalue). ``normal_regularization=False`` (scheme ``"em"`` only) drops LWA's normal-regularization
+    term $-\frac12P_\parallel\partial^2(\nabla L)[L_H^{-1}(\Sigma_\perp)]$: a control that tests must be able to
+    reject (THEORY B4.1(b))."""
     check_positive("t1", t1)
+    if not normal_regularization and scheme != "em":
+        raise ValueError("normal_regularization=False needs scheme='em' (the projected scheme has no separate terms)")
     steps = check_int_at_least("steps", steps, 1)
     paths = check_int_at_least("paths", paths, 2)
     save_every = steps if save_every is None else check_int_at_least("save_every", save_every, 1)
@@ -278,5 +293,5 @@ def slow_sde(loss: Callable, covariance: Callable, x0, t1: float, steps: int, *,
     n_save = steps // save_every
     keys = jax.random.split(key, paths)
     ys = _slow_scan(loss, covariance, y0, keys, jnp.asarray(dt), n_save, save_every, jnp.asarray(float(t_max)),
-                    scheme, rel_tol)
+                    scheme, rel_tol, bool(normal_regularization))
     return SlowPaths(dt * save_every * np.arange(n_save + 1), ys, scheme, dt)

@@ -7,6 +7,9 @@ stochastic gradient itself, $\sigma^2\Sigma_{\rm NGOS}$):
 * order 2: drift $-\nabla(L + \frac\eta4\|\nabla L\|^2) = -\nabla L - \frac\eta2 \nabla^2 L\,\nabla L$ (constant LR only);
 * SGDM with fixed $\beta$ (index $\alpha = 0 < 1$, THEORY B1.13): the SGD SDE with the averaged (effective) LR,
   $\eta$ itself for the normalized form, $\gamma(1-\tau)/(1-\mu)$ for the standard form, $h/(1-\beta)$ for heavy ball.
+* SGDM with $1-\beta = \gamma\eta$ (index $\alpha = 1$, Wang et al. arXiv 2307.15196 App. B.2 eqs. 52-53;
+  THEORY B1.13), :func:`momentum_sde`: $dX = -\lambda_t M\,dt$,
+  $dM = \gamma(\nabla L(X) - M)\,dt + \gamma\sqrt\eta\,\Sigma^{1/2}(X)\,dW$ on the state $(X, M)$; not the SGD limit.
 
 $\lambda_t$ is an optional LR schedule, $\eta_k = \eta\lambda_{k\eta}$. $\Sigma^{1/2}$ is the symmetric square root
 (eigendecomposition, clipped at 0); for a :class:`~modeq.problems.GaussianNGOS` its own square root is used (any
@@ -57,7 +60,7 @@ def noise_sqrt(oracle: Oracle, theta: jax.Array) -> jax.Array:
 
 
 def effective_lr_factor(optimizer: Any) -> float:
-    """Factor $c$ with effective LR $= c\\cdot h$ for the optimizers whose $\\alpha<1$ SDE is the SGD SDE."""
+    r"""Factor $c$ with effective LR $= c\\cdot h$ for the optimizers whose $\\alpha<1$ SDE is the SGD SDE."""
     if optimizer is None:
         return 1.0
     name = getattr(optimizer, "name", optimizer)
@@ -89,17 +92,21 @@ class SDE(eqx.Module):
 
     @property
     def loss(self):
+        """The loss $L$ (a JAX callable on a flat vector)."""
         return self._loss.obj
 
     @property
     def oracle(self):
+        r"""The gradient oracle whose ``covariance(theta)`` gives $\Sigma$."""
         return self._oracle.obj
 
     def lam(self, t):
+        r"""The LR schedule factor $\lambda_t$ ($\eta_k = \eta\lambda_{k\eta}$; 1 without a schedule)."""
         s = self._schedule.obj
         return jnp.asarray(1.0) if s is None else s(t)
 
     def drift(self, t, x):
+        r"""$b(t, x) = -\lambda_t\nabla L(x)$ (order 1) or $-\nabla L - \frac\eta2\nabla^2L\,\nabla L$ (order 2)."""
         g = jax.grad(self.loss)(x)
         lam = self.lam(t)
         if self.order == 1:
@@ -109,12 +116,15 @@ class SDE(eqx.Module):
         return -g - 0.5 * self.eta * hg
 
     def diffusion(self, t, x):
+        r"""$\sigma(t, x) = \lambda_t\sqrt\eta\,\Sigma^{1/2}(x)$, a $d\times m$ matrix."""
         return (self.lam(t) * jnp.sqrt(self.eta)) * noise_sqrt(self.oracle, x)
 
     def noise_dim(self, x0) -> int:
+        """Number of Brownian components $m$ (columns of the diffusion matrix at ``x0``)."""
         return int(jax.eval_shape(lambda x: self.diffusion(0.0, x), x0).shape[1])
 
     def to_dict(self) -> dict:
+        """JSON-ready description (name, LR and the other scalar parameters)."""
         return {"name": self.name, "order": self.order, "eta": float(self.eta),
                 "schedule": self._schedule.obj is not None}
 
@@ -154,4 +164,91 @@ def sme(
         _schedule=_ById(schedule),
         order=order,
         name=f"sme{order}[{name}]",
+    )
+
+
+class MomentumSDE(eqx.Module):
+    r"""The $\alpha = 1$ limit of normalized SGDM (Wang et al., arXiv 2307.15196, App. B.2 eqs. 52-53), on the
+    stacked state $z = (x, m) \in \mathbb R^{2d}$, SDE time $t = k\eta$:
+
+    $$dX = -\lambda_t M\,dt,\qquad dM = \gamma\,(\nabla L(X) - M)\,dt + \gamma\sqrt\eta\,\Sigma^{1/2}(X)\,dW,$$
+
+    with $1-\beta = \gamma\eta$ and $\Sigma$ = ``oracle.covariance`` (the covariance of the stochastic gradient, so
+    NGOS scaling $\sigma = \eta^{-1/2}$ gives $\gamma\,\Sigma_{\rm NGOS}^{1/2}dW$). Same interface as :class:`SDE`.
+    """
+
+    eta: jax.Array
+    gamma: jax.Array
+    _loss: _ById = eqx.field(static=True)
+    _oracle: _ById = eqx.field(static=True)
+    _schedule: _ById = eqx.field(static=True)
+    name: str = eqx.field(static=True, default="momentum-sde")
+
+    @property
+    def loss(self):
+        """The loss $L$ (a JAX callable on a flat vector)."""
+        return self._loss.obj
+
+    @property
+    def oracle(self):
+        r"""The gradient oracle whose ``covariance(theta)`` gives $\Sigma$."""
+        return self._oracle.obj
+
+    def lam(self, t):
+        r"""The LR schedule factor $\lambda_t$ ($\eta_k = \eta\lambda_{k\eta}$; 1 without a schedule)."""
+        s = self._schedule.obj
+        return jnp.asarray(1.0) if s is None else s(t)
+
+    def drift(self, t, z):
+        r"""$(-\lambda_t m,\ \gamma(\nabla L(x) - m))$ on $z = (x, m)$."""
+        d = z.shape[0] // 2
+        x, m = z[:d], z[d:]
+        return jnp.concatenate([-self.lam(t) * m, self.gamma * (jax.grad(self.loss)(x) - m)])
+
+    def diffusion(self, t, z):
+        r"""$(0;\ \gamma\sqrt\eta\,\Sigma^{1/2}(x))$, a $2d\times m$ matrix (noise enters the momentum only)."""
+        d = z.shape[0] // 2
+        S = (self.gamma * jnp.sqrt(self.eta)) * noise_sqrt(self.oracle, z[:d])
+        return jnp.concatenate([jnp.zeros_like(S), S])
+
+    def noise_dim(self, z0) -> int:
+        """Number of Brownian components $m$ (columns of the diffusion matrix at ``z0``)."""
+        return int(jax.eval_shape(lambda z: self.diffusion(0.0, z), z0).shape[1])
+
+    def to_dict(self) -> dict:
+        """JSON-ready description (name, LR and the other scalar parameters)."""
+        return {"name": self.name, "eta": float(self.eta), "gamma": float(self.gamma),
+                "schedule": self._schedule.obj is not None}
+
+
+def momentum_sde(
+    loss: Callable,
+    oracle: Oracle,
+    eta: float,
+    *,
+    beta: Optional[float] = None,
+    gamma: Optional[float] = None,
+    schedule: Optional[Callable] = None,
+) -> MomentumSDE:
+    r"""The momentum SDE of normalized SGDM (``modeq.optimizers.sgdm``) in the $\alpha = 1$ regime
+    $1-\beta = \gamma\eta$ (Wang et al. 2023, App. B.2; THEORY B1.13). Give either ``beta`` (then
+    $\gamma = (1-\beta)/\eta$) or ``gamma`` directly. Simulate it with :func:`~modeq.sde.simulate_sde` from
+    $z_0 = (x_0, m_0)$; the position is ``xs[..., :d]``.
+    """
+    eta = check_positive("eta", eta)
+    if (beta is None) == (gamma is None):
+        raise ValueError("give exactly one of beta (in [0, 1)) or gamma (> 0)")
+    if beta is not None:
+        if not 0.0 <= float(beta) < 1.0:
+            raise ValueError(f"beta must be in [0, 1), got {beta!r}")
+        gamma = (1.0 - float(beta)) / eta
+    gamma = check_positive("gamma", gamma)
+    if not callable(getattr(oracle, "covariance", None)):
+        raise TypeError("oracle must provide covariance(theta)")
+    return MomentumSDE(
+        eta=jnp.asarray(eta, dtype=jnp.float64),
+        gamma=jnp.asarray(gamma, dtype=jnp.float64),
+        _loss=_ById(loss),
+        _oracle=_ById(oracle),
+        _schedule=_ById(schedule),
     )

@@ -57,6 +57,7 @@ class WeakStudy:
     warnings: tuple = ()
 
     def to_dict(self) -> dict:
+        """JSON-ready study: LRs, errors, standard errors, discrete and SDE values, fitted orders, warnings."""
         return {
             "method": self.method,
             "sme_order": self.order,
@@ -86,7 +87,7 @@ def _check_etas(etas) -> tuple:
 
 
 def sgd_moments(A, g0, C, x0, eta: float, steps: int):
-    """Exact mean and covariance of SGD $x_{k+1} = x_k - \\eta(Ax_k + g_0 + \\xi_k)$, Cov $\\xi$ = C, after ``steps``."""
+    r"""Exact mean and covariance of SGD $x_{k+1} = x_k - \\eta(Ax_k + g_0 + \\xi_k)$, Cov $\\xi$ = C, after ``steps``."""
     A, g0, C = np.asarray(A, float), np.asarray(g0, float), np.asarray(C, float)
     M = np.eye(A.shape[0]) - eta * A
     m, P = np.asarray(x0, float).copy(), np.zeros_like(A)
@@ -118,6 +119,79 @@ def sme_moments(A, g0, C, x0, eta: float, t: float, order: int = 1):
     ks = k[:, None] + k[None, :]
     P = eta * (V.T @ C @ V) * phi1(ks.ravel()).reshape(ks.shape)
     return V @ m, V @ P @ V.T
+
+
+def sgdm_moments(A, g0, C, x0, m0, eta: float, beta: float, steps: int):
+    r"""Exact mean and covariance of normalized SGDM on a quadratic with constant noise covariance ``C``:
+    $m_{k+1} = \beta m_k + (1-\beta)(Ax_k + g_0 + \xi_k)$, $x_{k+1} = x_k - \eta m_{k+1}$, as the linear recursion
+    of the stacked state $z = (x, m)$. Returns (mean, covariance) of $z$ after ``steps`` steps (size $2d$)."""
+    A, g0, C = np.asarray(A, float), np.asarray(g0, float), np.asarray(C, float)
+    d = A.shape[0]
+    I = np.eye(d)
+    b1 = 1.0 - beta
+    # m' = beta m + b1 A x + b1 g0 + b1 xi;  x' = x - eta m'
+    T = np.block([[I - eta * b1 * A, -eta * beta * I], [b1 * A, beta * I]])
+    c = np.concatenate([-eta * b1 * g0, b1 * g0])
+    N = np.concatenate([-eta * b1 * I, b1 * I])
+    Q = N @ C @ N.T
+    z = np.concatenate([np.asarray(x0, float), np.asarray(m0, float)])
+    P = np.zeros((2 * d, 2 * d))
+    for _ in range(steps):
+        z = T @ z + c
+        P = T @ P @ T.T + Q
+    return z, P
+
+
+def linear_sde_moments(F, f, GGt, z0, t: float):
+    r"""Exact mean and covariance at time $t$ of the linear SDE $dZ = (FZ + f)\,dt + G\,dW$, $Z_0 = z_0$ (deterministic):
+    the mean from $\exp$ of the augmented matrix $[[F, f], [0, 0]]$, the covariance
+    $\int_0^t e^{Fs}GG^\top e^{F^\top s}ds$ by Van Loan's block exponential (Van Loan 1978)."""
+    from scipy.linalg import expm
+
+    F, f, GGt = np.asarray(F, float), np.asarray(f, float), np.asarray(GGt, float)
+    n = F.shape[0]
+    aug = np.zeros((n + 1, n + 1))
+    aug[:n, :n], aug[:n, n] = F, f
+    mean = (expm(aug * t) @ np.concatenate([np.asarray(z0, float), [1.0]]))[:n]
+    vl = np.block([[-F, GGt], [np.zeros((n, n)), F.T]])
+    E = expm(vl * t)
+    Phi = E[n:, n:].T
+    cov = Phi @ E[:n, n:]
+    return mean, 0.5 * (cov + cov.T)
+
+
+def momentum_sde_moments(A, g0, C, x0, m0, eta: float, gamma: float, t: float, lam: float = 1.0):
+    r"""Exact moments of :func:`~modeq.sde.momentum_sde` on $L = \frac12x^\top Ax + g_0^\top x$ with constant gradient
+    covariance $C$: $F = [[0, -\lambda I], [\gamma A, -\gamma I]]$, $f = (0, \gamma g_0)$,
+    $GG^\top = {\rm diag}(0, \gamma^2\eta C)$. Returns (mean, covariance) of $(X_t, M_t)$."""
+    A, g0, C = np.asarray(A, float), np.asarray(g0, float), np.asarray(C, float)
+    d = A.shape[0]
+    Z, I = np.zeros((d, d)), np.eye(d)
+    F = np.block([[Z, -lam * I], [gamma * A, -gamma * I]])
+    f = np.concatenate([np.zeros(d), gamma * g0])
+    GGt = np.block([[Z, Z], [Z, gamma**2 * eta * C]])
+    return linear_sde_moments(F, f, GGt, np.concatenate([np.asarray(x0, float), np.asarray(m0, float)]), t)
+
+
+def gaussian_gradient_variances(eta: float, beta: float, sigma: float, k: int) -> dict:
+    r"""Wang et al. (arXiv 2307.15196) Section 4.1, i.i.d. gradients $g_k \sim N(c, \sigma^2 I)$, per coordinate
+    (THEORY B1.7): SGD endpoint variance $k\eta^2\sigma^2$; normalized SGDM (same $\eta$, $m_0$ deterministic)
+    endpoint variance $\eta^2\sigma^2\sum_{j=1}^k(1-\beta^j)^2$ (summed exactly with ``fractions`` when the inputs are
+    rational, else in float); its last-step variance $\eta^2\sigma^2\frac{1-\beta}{1+\beta}(1-\beta^{2k})$; and the
+    limiting gap $\eta^2\sigma^2\beta(2+\beta)/(1-\beta^2)$."""
+    k = check_int_at_least("k", k, 1)
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta must be in [0, 1), got {beta!r}")
+    s2 = eta**2 * sigma**2
+    closed = k - 2 * beta * (1 - beta**k) / (1 - beta) + beta**2 * (1 - beta ** (2 * k)) / (1 - beta**2)
+    return {
+        "sgd_endpoint": k * s2,
+        "sgdm_endpoint": s2 * closed,
+        "sgdm_endpoint_sum": s2 * math.fsum((1 - beta**j) ** 2 for j in range(1, k + 1)),
+        "sgd_step": s2,
+        "sgdm_step": s2 * (1 - beta) / (1 + beta) * (1 - beta ** (2 * k)),
+        "gap_limit": s2 * beta * (2 + beta) / (1 - beta**2),
+    }
 
 
 def _linear_gaussian(loss, oracle, theta0):

@@ -35,7 +35,7 @@ def taylor_coefficients(fun: Callable, order: int, h0=0.0) -> list:
 
 
 def evaluate_polynomial(coefficients: list, h) -> jax.Array:
-    r"""$\sum_k c_k h^k$ by Horner's rule."""
+    r"""$\sum_k c_k h^k$ for ``coefficients`` $= [c_0, c_1, \dots]$ (arrays or pytrees of arrays), by Horner's rule."""
     out = coefficients[-1]
     for c in reversed(coefficients[:-1]):
         out = jax.tree.map(lambda a, b: a * h + b, out, c)

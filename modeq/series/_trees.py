@@ -123,6 +123,7 @@ class RootedTree:
 
     @property
     def is_leaf(self) -> bool:
+        """Whether this is the one-node tree ``o`` (no children), whose elementary differential is $g$ itself."""
         return not self._children
 
     # --- comparison / hashing ------------------------------------------------------------------------------------

@@ -28,6 +28,9 @@ class SolveError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Solution:
+    r"""The result of :func:`solve_ode`: ``ys[j]`` $= y(t_j)$ at the requested times ``ts`` (step end points, no
+    interpolation), ``steps`` the number of accepted Dopri8 steps and ``rtol`` the relative tolerance used."""
+
     ts: np.ndarray
     ys: np.ndarray
     steps: int
