@@ -149,4 +149,20 @@ def test_mc_weak_order_one():
 def test_mc_warns_when_noise_dominates():
     with pytest.warns(MonteCarloWarning):
         weak_error_study(loss, ORACLE, X0, [0.1, 0.05], 1.0, paths=50, key=jax.random.key(0), order=2,
-                         substeps=8)
+                         substeps=8, coupling="independent")
+
+
+@pytest.mark.statistical
+def test_mc_common_random_numbers_resolve_the_weak_order():
+    """CRN: the SME is driven by the oracle's own normals (split into substeps); the paired standard error is ~10x
+    below the independent one, so 1000 paths resolve order 1 (measured 1.02, 95% CI [0.93, 1.12] at 2000 paths)."""
+    kw = dict(paths=1000, key=jax.random.key(0), phi=lambda x: x[0] + x[1], substeps=8)
+    crn = weak_error_study(loss, ORACLE, X0, [0.2, 0.1, 0.05], 1.0, coupling="crn", **kw)
+    ind = weak_error_study(loss, ORACLE, X0, [0.2, 0.1], 1.0, coupling="independent", **kw)
+    assert crn.method.endswith("crn]") and ind.method.endswith("independent]")
+    assert crn.stderr["phi"][0] < 0.2 * ind.stderr["phi"][0]
+    fit = crn.fits["phi"]
+    assert fit.ci[0] < 1.0 < fit.ci[1] and fit.ci[1] - fit.ci[0] < 0.5, fit
+    assert abs(crn.errors["phi"][0] - ind.errors["phi"][0]) < 3 * ind.stderr["phi"][0]  # same bias, either way
+    with pytest.raises(ValueError, match="coupling"):
+        weak_error_study(loss, ORACLE, X0, [0.2, 0.1], 1.0, coupling="same", **kw)

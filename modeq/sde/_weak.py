@@ -16,12 +16,14 @@ import math
 import warnings
 from typing import Any, Callable, Optional, Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._validation import check_int_at_least, check_positive
 from ..compare._order import OrderFit, fit_order
+from ..problems._oracles import GaussianNGOS
 from ..optimizers import gd, simulate
 from ._em import simulate_sde
 from ._sme import sme
@@ -241,6 +243,33 @@ def _default_phi(x):
     return x @ x
 
 
+@eqx.filter_jit
+def _coupled_em(sde, x0, keys, dt, steps: int, substeps: int, m: int):
+    r"""Euler--Maruyama of ``sde`` driven by the *same* normals as a :class:`~modeq.problems.GaussianNGOS` run with
+    path key ``k``: LR step $n$ uses $z_n$ = ``normal(fold_in(k, n))``, split into ``substeps`` i.i.d. $N(0, I)$
+    increments $\zeta_j = -z_n/\sqrt s + u_j - \bar u$ (so $\sum_j\zeta_j/\sqrt s = -z_n$ exactly: the iterate's noise
+    is $-\eta\sigma S z_n$)."""
+    sq = jnp.sqrt(dt)  # dt: SDE time of one substep
+
+    def one(key):
+        def lr_step(x, n):
+            z = jax.random.normal(jax.random.fold_in(key, n), (m,), dtype=x.dtype)
+            u = jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, n), 0x5EED), (substeps, m),
+                                  dtype=x.dtype)
+            zeta = -z / jnp.sqrt(substeps) + u - u.mean(0)  # the iterate moves by -eta * sigma S z
+
+            def sub(x, j):
+                t = (n * substeps + j) * dt
+                return x + sde.drift(t, x) * dt + (sde.diffusion(t, x) @ zeta[j]) * sq, None
+
+            x, _ = jax.lax.scan(sub, x, jnp.arange(substeps))
+            return x, None
+
+        return jax.lax.scan(lr_step, x0, jnp.arange(steps))[0]
+
+    return jax.vmap(one)(keys)
+
+
 def weak_error_study(
     loss: Callable,
     oracle,
@@ -255,11 +284,17 @@ def weak_error_study(
     phi: Optional[Callable] = None,
     substeps: int = 4,
     method: str = "scan",
+    coupling: str = "auto",
 ) -> WeakStudy:
     r"""Monte Carlo weak error $|E\varphi(x_{T/\eta}) - E\varphi(X_T)|$ of SGD/SGDM iterates (``simulate`` vmapped
     over ``paths`` keys) against the SME (Euler--Maruyama with ``substeps`` steps per LR step). ``phi`` maps a flat
     vector to a scalar (default $\|x\|^2$). Emits :class:`MonteCarloWarning` where the standard error of the
-    difference exceeds the difference."""
+    difference exceeds the difference.
+
+    ``coupling``: ``"crn"`` drives the SDE with the same normals as the iterates (common random numbers; needs a
+    :class:`~modeq.problems.GaussianNGOS` oracle, whose noise is $\sigma S(\theta)z$ with $z$ shared), and the
+    standard error is that of the paired differences, far smaller than for independent runs; ``"independent"``
+    uses separate streams; ``"auto"`` (default) picks ``"crn"`` whenever the oracle allows it."""
     etas = _check_etas(etas)
     T = check_positive("T", T)
     paths = check_int_at_least("paths", paths, 2)
@@ -268,6 +303,12 @@ def weak_error_study(
         key = jax.random.key(0)
     phi = _default_phi if phi is None else phi
     optimizer = gd() if optimizer is None else optimizer
+    if coupling not in ("auto", "crn", "independent"):
+        raise ValueError(f"coupling must be 'auto', 'crn' or 'independent', got {coupling!r}")
+    crn_ok = isinstance(oracle, GaussianNGOS)
+    if coupling == "crn" and not crn_ok:
+        raise ValueError("coupling: common random numbers need a GaussianNGOS oracle (shared normals)")
+    crn = crn_ok and coupling != "independent"
     theta0 = jnp.asarray(theta0, dtype=jnp.float64)
     errs, ses, disc, cont, warns = [], [], [], [], []
     for i, eta in enumerate(etas):
@@ -278,10 +319,18 @@ def weak_error_study(
                                           record=False).theta[-1])(keys)
         pd = np.asarray(jax.vmap(phi)(end))
         sde = sme(loss, oracle, eta, order=order, optimizer=optimizer)
-        res = simulate_sde(sde, theta0, T, n * substeps, paths=paths, key=ks, method=method)
-        pc = np.asarray(jax.vmap(phi)(res.xs[:, -1]))
+        if crn:
+            m = int(oracle.sqrt(theta0).shape[1])
+            ends = _coupled_em(sde, theta0, keys, jnp.asarray(T / (n * substeps)), n, substeps, m)
+            pc = np.asarray(jax.vmap(phi)(ends))
+        else:
+            res = simulate_sde(sde, theta0, T, n * substeps, paths=paths, key=ks, method=method)
+            pc = np.asarray(jax.vmap(phi)(res.xs[:, -1]))
         md, mc = float(pd.mean()), float(pc.mean())
-        se = math.sqrt(pd.var(ddof=1) / paths + pc.var(ddof=1) / paths)
+        if crn:
+            se = float(np.std(pd - pc, ddof=1) / math.sqrt(paths))
+        else:
+            se = math.sqrt(pd.var(ddof=1) / paths + pc.var(ddof=1) / paths)
         bias = abs(md - mc)
         errs.append(bias)
         ses.append(se)
@@ -296,5 +345,6 @@ def weak_error_study(
         fit: Optional[OrderFit] = fit_order(etas, errs)
     except ValueError:
         fit = None
-    return WeakStudy(etas, T, order, f"monte-carlo[{getattr(optimizer, 'name', 'sgd')}]", {"phi": errs},
+    kind = "crn" if crn else "independent"
+    return WeakStudy(etas, T, order, f"monte-carlo[{getattr(optimizer, 'name', 'sgd')}, {kind}]", {"phi": errs},
                      {"phi": ses}, {"phi": fit}, {"phi": disc}, {"phi": cont}, paths, tuple(warns))
