@@ -50,12 +50,9 @@ def machine_line() -> str:
             return "-"
 
     libs = ", ".join(f"{n} {version(n)}" for n in ("jax", "jaxlib", "equinox", "optax", "numpy"))
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from modeq._machine import cpu_model
+
+    cpu = cpu_model()
     threads = ", ".join(f"{v}={os.environ.get(v, '-')}" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"))
     return (
         f"{platform.node()} | {cpu} | {os.cpu_count()} CPUs | Python {platform.python_version()} | {libs} | "

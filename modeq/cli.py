@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import sys
 from typing import List, Optional
 
@@ -177,7 +176,6 @@ def run_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ):
     """Run one optimizer and print a short table (step, loss, grad norm)."""
-    import jax.numpy as jnp
     import numpy as np
 
     import modeq  # noqa: F401
@@ -192,7 +190,7 @@ def run_cmd(
     problem = resolve_problem(loss, _theta0(theta0))
     chunks = min(steps, 20)
     bounds = np.linspace(0, steps, chunks + 1).astype(int)
-    theta, momenta, done = problem.theta0, m0, 0
+    theta, momenta = problem.theta0, m0
     thetas, losses, norms, diverged = [np.asarray(theta)], [], [], -1
     import warnings
 

@@ -68,12 +68,9 @@ def _version(name: str) -> str:
 
 
 def machine_info() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from modeq._machine import cpu_model
+
+    cpu = cpu_model()
     return {"host": platform.node(), "cpu": cpu, "cpus": os.cpu_count(),
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
 
@@ -302,7 +299,6 @@ def explicit_command(report: Report) -> str:
 
 def render_html(report: Report, command: Optional[str] = None, elapsed: Optional[float] = None) -> str:
     """The page as a string. ``command``: the command line as typed (shown when given), besides the explicit one."""
-    import shlex
 
     import matplotlib
 

@@ -18,8 +18,6 @@ square root gives the same law).
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from typing import Any, Callable, Optional
 
 import equinox as eqx
@@ -76,19 +74,13 @@ def effective_lr_factor(optimizer: Any) -> float:
     )
 
 
-class SDE(eqx.Module):
-    r"""An Ito SDE $dX = b(t, X)\,dt + \sigma(t, X)\,dW$ in SDE time $t = k\eta$.
-
-    ``drift(t, x) -> (d,)``, ``diffusion(t, x) -> (d, m)``. ``eta`` is a (traced) array so sweeping it does not
-    recompile; ``loss``, ``oracle`` and ``schedule`` are static (compared by identity).
-    """
+class _OracleSDE(eqx.Module):
+    """Shared parts of the SDEs built from a loss, a gradient oracle and an optional LR schedule."""
 
     eta: jax.Array
     _loss: _ById = eqx.field(static=True)
     _oracle: _ById = eqx.field(static=True)
     _schedule: _ById = eqx.field(static=True)
-    order: int = eqx.field(static=True, default=1)
-    name: str = eqx.field(static=True, default="sme")
 
     @property
     def loss(self):
@@ -105,6 +97,24 @@ class SDE(eqx.Module):
         s = self._schedule.obj
         return jnp.asarray(1.0) if s is None else s(t)
 
+    def diffusion(self, t, x):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def noise_dim(self, x0) -> int:
+        """Number of Brownian components $m$ (columns of the diffusion matrix at ``x0``)."""
+        return int(jax.eval_shape(lambda x: self.diffusion(0.0, x), x0).shape[1])
+
+
+class SDE(_OracleSDE):
+    r"""An Ito SDE $dX = b(t, X)\,dt + \sigma(t, X)\,dW$ in SDE time $t = k\eta$.
+
+    ``drift(t, x) -> (d,)``, ``diffusion(t, x) -> (d, m)``. ``eta`` is a (traced) array so sweeping it does not
+    recompile; ``loss``, ``oracle`` and ``schedule`` are static (compared by identity).
+    """
+
+    order: int = eqx.field(static=True, default=1)
+    name: str = eqx.field(static=True, default="sme")
+
     def drift(self, t, x):
         r"""$b(t, x) = -\lambda_t\nabla L(x)$ (order 1) or $-\nabla L - \frac\eta2\nabla^2L\,\nabla L$ (order 2)."""
         g = jax.grad(self.loss)(x)
@@ -118,10 +128,6 @@ class SDE(eqx.Module):
     def diffusion(self, t, x):
         r"""$\sigma(t, x) = \lambda_t\sqrt\eta\,\Sigma^{1/2}(x)$, a $d\times m$ matrix."""
         return (self.lam(t) * jnp.sqrt(self.eta)) * noise_sqrt(self.oracle, x)
-
-    def noise_dim(self, x0) -> int:
-        """Number of Brownian components $m$ (columns of the diffusion matrix at ``x0``)."""
-        return int(jax.eval_shape(lambda x: self.diffusion(0.0, x), x0).shape[1])
 
     def to_dict(self) -> dict:
         """JSON-ready description (name, LR and the other scalar parameters)."""
@@ -167,7 +173,7 @@ def sme(
     )
 
 
-class MomentumSDE(eqx.Module):
+class MomentumSDE(_OracleSDE):
     r"""The $\alpha = 1$ limit of normalized SGDM (Wang et al., arXiv 2307.15196, App. B.2 eqs. 52-53), on the
     stacked state $z = (x, m) \in \mathbb R^{2d}$, SDE time $t = k\eta$:
 
@@ -177,27 +183,8 @@ class MomentumSDE(eqx.Module):
     NGOS scaling $\sigma = \eta^{-1/2}$ gives $\gamma\,\Sigma_{\rm NGOS}^{1/2}dW$). Same interface as :class:`SDE`.
     """
 
-    eta: jax.Array
-    gamma: jax.Array
-    _loss: _ById = eqx.field(static=True)
-    _oracle: _ById = eqx.field(static=True)
-    _schedule: _ById = eqx.field(static=True)
+    gamma: jax.Array = None
     name: str = eqx.field(static=True, default="momentum-sde")
-
-    @property
-    def loss(self):
-        """The loss $L$ (a JAX callable on a flat vector)."""
-        return self._loss.obj
-
-    @property
-    def oracle(self):
-        r"""The gradient oracle whose ``covariance(theta)`` gives $\Sigma$."""
-        return self._oracle.obj
-
-    def lam(self, t):
-        r"""The LR schedule factor $\lambda_t$ ($\eta_k = \eta\lambda_{k\eta}$; 1 without a schedule)."""
-        s = self._schedule.obj
-        return jnp.asarray(1.0) if s is None else s(t)
 
     def drift(self, t, z):
         r"""$(-\lambda_t m,\ \gamma(\nabla L(x) - m))$ on $z = (x, m)$."""
@@ -210,10 +197,6 @@ class MomentumSDE(eqx.Module):
         d = z.shape[0] // 2
         S = (self.gamma * jnp.sqrt(self.eta)) * noise_sqrt(self.oracle, z[:d])
         return jnp.concatenate([jnp.zeros_like(S), S])
-
-    def noise_dim(self, z0) -> int:
-        """Number of Brownian components $m$ (columns of the diffusion matrix at ``z0``)."""
-        return int(jax.eval_shape(lambda z: self.diffusion(0.0, z), z0).shape[1])
 
     def to_dict(self) -> dict:
         """JSON-ready description (name, LR and the other scalar parameters)."""
