@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import time
 import warnings
@@ -84,12 +86,20 @@ def default_flows(optimizer: Optimizer) -> list:
     return ["gradient", "modified:2", "modified:3"]
 
 
-def default_hs(optimizer: Optimizer) -> list:
-    """Three step sizes in the asymptotic regime of the built-in 2-D problems: momentum methods need
-    $h/(1-\\beta)^2$ small, hence much smaller $h$."""
-    if optimizer.momenta:
-        return [4e-4, 2e-4, 1e-4]
-    return [0.01, 0.005, 0.0025]
+def default_hs(optimizer: Optimizer, loss: Optional[Callable] = None, theta0=None) -> list:
+    """Three step sizes $h, h/2, h/4$ in the asymptotic regime: $h = 0.01$ for GD, $4\times10^{-4}$ for momentum
+    methods, lowered (to 1, 2 or 5 times a power of ten) until $h\lambda_{\max}/(1-\beta)^2 \le 0.05$ at ``theta0``
+    when the loss is given (:func:`modeq.compare.expansion_parameter`; THEORY.md A3)."""
+    h = 4e-4 if optimizer.momenta else 0.01
+    if loss is not None and theta0 is not None:
+        from ..compare import expansion_parameter
+
+        per_h = expansion_parameter(optimizer, loss, theta0, 1.0)
+        if per_h > 0 and h * per_h > 0.05:
+            cap = 0.05 / per_h
+            k = math.floor(math.log10(cap))
+            h = max(m * 10.0**k for m in (1, 2, 5) if m * 10.0**k <= cap)
+    return [h, h / 2, h / 4]
 
 
 def default_T(optimizer: Optimizer) -> float:
@@ -134,7 +144,8 @@ def run_report(
     from ..regularizers import regularizer_report
     from ..series import manifold_point
 
-    hs = sorted((float(h) for h in (hs if hs is not None else default_hs(optimizer))), reverse=True)
+    hs = sorted((float(h) for h in (hs if hs is not None else default_hs(optimizer, problem.loss, problem.theta0))),
+                reverse=True)
     if not hs or any(not h > 0 for h in hs):
         raise ValueError(f"h: give positive step sizes, got {hs}")
     T = float(T) if T is not None else default_T(optimizer)
