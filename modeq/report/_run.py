@@ -87,7 +87,7 @@ def default_flows(optimizer: Optimizer) -> list:
 
 
 def default_hs(optimizer: Optimizer, loss: Optional[Callable] = None, theta0=None) -> list:
-    """Three step sizes $h, h/2, h/4$ in the asymptotic regime: $h = 0.01$ for GD, $4\times10^{-4}$ for momentum
+    r"""Three step sizes $h, h/2, h/4$ in the asymptotic regime: $h = 0.01$ for GD, $4\times10^{-4}$ for momentum
     methods, lowered (to 1, 2 or 5 times a power of ten) until $h\lambda_{\max}/(1-\beta)^2 \le 0.05$ at ``theta0``
     when the loss is given (:func:`modeq.compare.expansion_parameter`; THEORY.md A3)."""
     h = 4e-4 if optimizer.momenta else 0.01
