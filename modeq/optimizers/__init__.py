@@ -2,6 +2,16 @@
 
 from ._catalog import (
     OPTIMIZERS,
+    SGDM,
+    Adam,
+    GradientDescent,
+    HeavyBall,
+    HeavyBallTwoStep,
+    Lion,
+    NAdam,
+    Nesterov,
+    RMSProp,
+    SGDMStandard,
     adam,
     adamw,
     gd,
@@ -16,11 +26,13 @@ from ._catalog import (
     standard_to_normalized,
 )
 from ._simulate import DivergenceError, DivergenceWarning, Trajectory, simulate
-from ._spec import MomentumVariable, Optimizer, bias_factor
+from ._spec import AdaptiveForm, HeavyBallForm, LionForm, MomentumVariable, Optimizer, bias_factor
 
 __all__ = [
     "Optimizer", "MomentumVariable", "bias_factor", "OPTIMIZERS",
     "gd", "heavy_ball", "heavy_ball_two_step", "nesterov", "sgdm", "sgdm_standard", "standard_to_normalized",
     "adam", "adamw", "nadam", "rmsprop", "lion",
+    "GradientDescent", "HeavyBall", "HeavyBallTwoStep", "Nesterov", "SGDM", "SGDMStandard", "Adam", "NAdam",
+    "RMSProp", "Lion", "HeavyBallForm", "AdaptiveForm", "LionForm",
     "simulate", "Trajectory", "DivergenceWarning", "DivergenceError",
 ]

@@ -28,11 +28,12 @@ from __future__ import annotations
 import functools
 from typing import Callable, Optional, Union
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from .._validation import check_nonnegative, check_positive, check_unit_interval
-from ._spec import MomentumVariable, Optimizer, bias_factor
+from ._spec import AdaptiveForm, HeavyBallForm, LionForm, MomentumVariable, Optimizer, bias_factor
 
 
 def _g(g, theta):
@@ -64,9 +65,25 @@ def _gd_direction(opt, new, old, g, theta, h, n):
     return g
 
 
+class GradientDescent(Optimizer):
+    """Gradient descent (family of :func:`gd`)."""
+
+    cli_name = "gd"
+    is_gradient_descent = True
+
+    def principal_flow_momentum(self):
+        return 0.0
+
+    def sme_lr_factor(self):
+        return 1.0
+
+    def symbolic_series(self):
+        return "gd"
+
+
 def gd() -> Optimizer:
     r"""Gradient descent $\theta_{n+1} = \theta_n - h g_n$: explicit Euler for $\theta' = -\nabla L$."""
-    return Optimizer(name="gd", hyper={}, momenta=(), direction_fn=_gd_direction)
+    return GradientDescent(name="gd", hyper={}, momenta=(), direction_fn=_gd_direction)
 
 
 # --- heavy-ball family ---------------------------------------------------------------------------------------------
@@ -74,6 +91,71 @@ def gd() -> Optimizer:
 
 def _first_momentum(opt, new, old, g, theta, h, n):
     return new[0]
+
+
+class HeavyBall(Optimizer):
+    """Heavy-ball in momentum-sum form (family of :func:`heavy_ball`)."""
+
+    cli_name = "hb"
+
+    def principal_flow_momentum(self):
+        return float(self.hyper["beta"])
+
+    def sme_lr_factor(self):
+        return 1.0 / (1.0 - float(self.hyper["beta"]))
+
+    def heavy_ball_form(self):
+        return HeavyBallForm(float(self.hyper["beta"]), 1.0, False)
+
+    def symbolic_series(self):
+        return "hb"
+
+
+class HeavyBallTwoStep(HeavyBall):
+    """Heavy-ball in two-step form (family of :func:`heavy_ball_two_step`): same iterates as :class:`HeavyBall`."""
+
+    cli_name = "heavy_ball_two_step"
+
+    def slowest_decay(self):
+        return float(self.hyper["beta"])  # the stored previous iterate has decay 0, the transient decays like beta^n
+
+    def reduction_obstacle(self):
+        return "the two-step HB form divides by h; build modified equations from heavy_ball (same iterates)"
+
+
+class Nesterov(Optimizer):
+    """Nesterov momentum, PyTorch form (family of :func:`nesterov`)."""
+
+    cli_name = "nesterov"
+
+    def heavy_ball_form(self):
+        return HeavyBallForm(float(self.hyper["beta"]), 1.0, True)
+
+
+class SGDM(Optimizer):
+    r"""Normalized SGD with momentum (family of :func:`sgdm`): heavy-ball with step $\eta(1-\beta)$."""
+
+    cli_name = "sgdm"
+
+    def sme_lr_factor(self):
+        return 1.0
+
+    def heavy_ball_form(self):
+        b = float(self.hyper["beta"])
+        return HeavyBallForm(b, 1.0 - b, False)
+
+
+class SGDMStandard(Optimizer):
+    r"""Standard (PyTorch) SGD with momentum and dampening (family of :func:`sgdm_standard`): heavy-ball with step
+    $\gamma(1-\tau)$."""
+
+    cli_name = "sgdm_standard"
+
+    def sme_lr_factor(self):
+        return (1.0 - float(self.hyper["dampening"])) / (1.0 - float(self.hyper["beta"]))
+
+    def heavy_ball_form(self):
+        return HeavyBallForm(float(self.hyper["beta"]), 1.0 - float(self.hyper["dampening"]), False)
 
 
 def heavy_ball(beta: float = 0.9) -> Optimizer:
@@ -84,7 +166,7 @@ def heavy_ball(beta: float = 0.9) -> Optimizer:
     SGD (dampening 0) are identical. At rest: $m_0 = 0$ ($\theta_{-1} = \theta_0$).
     """
     check_unit_interval("beta", beta)
-    return Optimizer(
+    return HeavyBall(
         name="heavy_ball",
         hyper={"beta": _f(beta)},
         momenta=(MomentumVariable("m", _g, "beta"),),
@@ -104,7 +186,7 @@ def heavy_ball_two_step(beta: float = 0.9) -> Optimizer:
     At rest: $\theta_{-1} = \theta_0$. Equal to :func:`heavy_ball` with $m_n = (\theta_{n-1} - \theta_n)/h$.
     """
     check_unit_interval("beta", beta)
-    return Optimizer(
+    return HeavyBallTwoStep(
         name="heavy_ball_two_step",
         hyper={"beta": _f(beta)},
         momenta=(MomentumVariable("previous", _theta, 0.0, rest=lambda theta0, g0: theta0),),
@@ -120,7 +202,7 @@ def nesterov(beta: float = 0.9) -> Optimizer:
     r"""Nesterov momentum in PyTorch form: $b_{n+1} = \beta b_n + g_n$, $\theta_{n+1} = \theta_n - h(g_n + \beta b_{n+1})$
     (Cattaneo & Shigida, arXiv 2502.02132, Example 1.2)."""
     check_unit_interval("beta", beta)
-    return Optimizer(
+    return Nesterov(
         name="nesterov",
         hyper={"beta": _f(beta)},
         momenta=(MomentumVariable("b", _g, "beta"),),
@@ -135,7 +217,7 @@ def sgdm(beta: float = 0.9) -> Optimizer:
     Equal to :func:`sgdm_standard` with $\gamma = \eta(1-\beta)$, $\mu = \beta$ and $b = m/(1-\beta)$
     (see :func:`standard_to_normalized`)."""
     check_unit_interval("beta", beta)
-    return Optimizer(
+    return SGDM(
         name="sgdm",
         hyper={"beta": _f(beta)},
         momenta=(MomentumVariable("m", _g, "beta", _ema("beta")),),
@@ -148,7 +230,7 @@ def sgdm_standard(beta: float = 0.9, dampening: float = 0.0) -> Optimizer:
     with $\mu$ = ``beta`` and $\tau$ = ``dampening`` (Wang et al., arXiv 2307.15196, Def. A.1)."""
     check_unit_interval("beta", beta)
     check_unit_interval("dampening", dampening)
-    return Optimizer(
+    return SGDMStandard(
         name="sgdm_standard",
         hyper={"beta": _f(beta), "dampening": _f(dampening)},
         momenta=(MomentumVariable("b", _g, "beta", lambda hp: 1.0 - hp["dampening"]),),
@@ -185,6 +267,47 @@ def _adam_direction(opt, new, old, g, theta, h, n):
     return m / _denominator(opt, v) + hp["weight_decay"] * theta
 
 
+class Adam(Optimizer):
+    """Adam / AdamW (family of :func:`adam` and :func:`adamw`)."""
+
+    cli_name = "adam"
+
+    def adaptive_form(self):
+        hp = self.hyper
+        return AdaptiveForm(float(hp["b1"]), float(hp["b2"]), float(hp["eps"]), float(hp["eps_root"]),
+                            float(hp["weight_decay"]), False)
+
+    def cli_spec(self, h=None):
+        if self.name == "adamw":
+            return super().cli_spec(h).replace("--optimizer adam", "--optimizer adamw", 1)
+        return super().cli_spec(h)
+
+
+class NAdam(Adam):
+    """NAdam(W) (family of :func:`nadam`)."""
+
+    cli_name = "nadam"
+
+    def adaptive_form(self):
+        return super().adaptive_form()._replace(nesterov=True)
+
+
+class RMSProp(Optimizer):
+    """RMSProp (family of :func:`rmsprop`)."""
+
+    cli_name = "rmsprop"
+
+    def adaptive_form(self):
+        hp = self.hyper
+        return AdaptiveForm(0.0, float(hp["decay"]), float(hp["eps"]), float(hp["eps_root"]), 0.0, False)
+
+    def cli_params(self):
+        hp = self.hyper
+        inside = float(hp["eps_root"]) > 0 or float(hp["eps"]) == 0
+        out = {"decay": float(hp["decay"]), "eps": float(hp["eps_root"] if inside else hp["eps"])}
+        return out if inside else out | {"eps_in_sqrt": False}
+
+
 def _adam_like(name, direction, b1, b2, eps, eps_root, weight_decay, bias_correction) -> Optimizer:
     check_unit_interval("b1", b1)
     check_unit_interval("b2", b2)
@@ -193,7 +316,8 @@ def _adam_like(name, direction, b1, b2, eps, eps_root, weight_decay, bias_correc
     check_nonnegative("weight_decay", weight_decay)
     if eps == 0 and eps_root == 0:
         raise ValueError("eps and eps_root must not both be 0 (the update divides by sqrt(v))")
-    return Optimizer(
+    family = NAdam if direction is _nadam_direction else Adam
+    return family(
         name=name,
         hyper={"b1": _f(b1), "b2": _f(b2), "eps": _f(eps), "eps_root": _f(eps_root), "weight_decay": _f(weight_decay)},
         momenta=(MomentumVariable("m", _g, "b1", _ema("b1")), MomentumVariable("v", _g2, "b2", _ema("b2"))),
@@ -248,7 +372,7 @@ def rmsprop(decay=0.9, eps=1e-8, *, eps_in_sqrt: bool = True, bias_correction: b
     (optax's default, ``eps_in_sqrt=True``) or $g/(\sqrt{\hat v} + \epsilon)$."""
     check_unit_interval("decay", decay)
     check_positive("eps", eps)
-    return Optimizer(
+    return RMSProp(
         name="rmsprop",
         hyper={
             "decay": _f(decay),
@@ -278,6 +402,28 @@ def _lion_grad_k(kind, eps):
     raise ValueError(f"K must be 'l1', 'smooth_l1', 'quadratic' or a callable, got {kind!r}")
 
 
+class Lion(Optimizer):
+    """Lion-K (family of :func:`lion`); ``kind`` is ``"l1"``, ``"smooth_l1"``, ``"quadratic"`` or ``"custom"``."""
+
+    cli_name = "lion"
+    kind: str = eqx.field(static=True, default="l1")
+    kind_eps: Optional[float] = eqx.field(static=True, default=None)
+
+    def lion_form(self):
+        hp = self.hyper
+        return LionForm(float(hp["b1"]), float(hp["b2"]), float(hp["weight_decay"]), self.kind, self.kind_eps)
+
+    def cli_spec(self, h=None):
+        text = super().cli_spec(h)
+        return text.replace("--optimizer lion", "--optimizer lion_k", 1) if self.kind == "smooth_l1" else text
+
+    def cli_params(self):
+        out = super().cli_params()
+        if self.kind == "smooth_l1":
+            out["eps"] = float(self.kind_eps)
+        return out
+
+
 def lion(
     b1=0.9, b2=0.99, weight_decay=1e-3, *, K: Union[str, Callable] = "l1", eps: Optional[float] = None
 ) -> Optimizer:
@@ -302,13 +448,15 @@ def lion(
         return -grad_k(-c) + hp["weight_decay"] * theta
 
     name = "lion" if K == "l1" else f"lion_{K if isinstance(K, str) else 'custom'}"
-    return Optimizer(
+    return Lion(
         name=name,
         hyper={"b1": _f(b1), "b2": _f(b2), "weight_decay": _f(weight_decay)},
         momenta=(MomentumVariable("m", _g, "b2", _ema("b2")),),
         direction_fn=direction,
         smooth=K != "l1",
         smooth_reason="" if K != "l1" else "Lion with K = l1 updates by sign(c): no smooth expansion beyond order 1",
+        kind=K if isinstance(K, str) else "custom",
+        kind_eps=None if eps is None else float(eps),
     )
 
 

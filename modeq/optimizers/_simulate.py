@@ -25,8 +25,7 @@ class DivergenceWarning(RuntimeWarning):
     """The iterates became non-finite; the trajectory is frozen from that step on."""
 
 
-class DivergenceError(FloatingPointError):
-    """Raised by :meth:`Trajectory.raise_if_diverged`."""
+from .._errors import DivergenceError  # noqa: E402,F401  (raised by Trajectory.raise_if_diverged)
 
 
 class Trajectory(eqx.Module):

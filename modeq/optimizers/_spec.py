@@ -15,7 +15,7 @@ modified equations (``n = None`` means the stationary regime: bias-correction fa
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, NamedTuple, Optional
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -48,13 +48,57 @@ class MomentumVariable:
         return self.input_weight(hyper)
 
 
+class HeavyBallForm(NamedTuple):
+    r"""The optimizer is heavy-ball (``nesterov=False``) or Nesterov (``nesterov=True``) with momentum ``beta`` and step
+    ``scale * h``: what the closed-form modified losses and the principal flow need to know."""
+
+    beta: float
+    scale: float
+    nesterov: bool
+
+
+class AdaptiveForm(NamedTuple):
+    r"""An Adam-family optimizer $D = N(m, g)/(\sqrt{v+\epsilon_{root}}+\epsilon) + \lambda\theta$ with
+    $m$ an EMA of $g$ (decay ``b1``; ``b1 = 0`` for RMSProp), $v$ an EMA of $g^2$ (decay ``b2``); ``nesterov``: NAdam's
+    numerator $b_1 m + (1-b_1) g$."""
+
+    b1: float
+    b2: float
+    eps: float
+    eps_root: float
+    weight_decay: float
+    nesterov: bool
+
+
+class LionForm(NamedTuple):
+    r"""Lion-K: ``K`` is ``"l1"``, ``"smooth_l1"`` (with ``eps``), ``"quadratic"`` or ``"custom"``."""
+
+    b1: float
+    b2: float
+    weight_decay: float
+    K: str
+    eps: Optional[float]
+
+
 class Optimizer(eqx.Module):
     r"""A discrete optimizer in momentum-variable form (see the module docstring).
 
     ``hyper`` holds the hyperparameters other than the step size $h$ (a dict of float64 scalars: a pytree, so an
     optimizer can be vmapped over its hyperparameters). $h$ is always passed separately: to the simulator and to the
     builders of modified equations.
+
+    **Capabilities.** Every other module asks the optimizer what it can do instead of comparing names (the diffrax
+    ``AbstractSolver`` pattern): :meth:`slowest_decay`, :meth:`reduction_obstacle` (reducible to a slow manifold),
+    ``smooth`` / ``smooth_reason``, :meth:`principal_flow_momentum`, :meth:`sme_lr_factor`, :meth:`heavy_ball_form`,
+    :meth:`adaptive_form`, :meth:`lion_form`, :attr:`is_gradient_descent`, :meth:`symbolic_series` and
+    :meth:`cli_spec`. Each family of :mod:`modeq.optimizers` (one subclass per algorithm) overrides the ones it has;
+    the base class answers "no" to each.
     """
+
+    #: the name of this family in ``modeq.optimizers.OPTIMIZERS`` (the CLI's ``--optimizer``)
+    cli_name: ClassVar[str] = ""
+    #: True for plain gradient descent $\theta - h g$ (no momentum, no preconditioner)
+    is_gradient_descent: ClassVar[bool] = False
 
     name: str = eqx.field(static=True)
     hyper: dict
@@ -106,6 +150,56 @@ class Optimizer(eqx.Module):
         if len(given) != len(self.momenta):
             raise ValueError(f"m0 must have {len(self.momenta)} arrays for {self.name}, got {len(given)}")
         return given
+
+    # --- capabilities (overridden by the families in _catalog.py) ------------------------------------------------
+
+    def slowest_decay(self) -> float:
+        r"""The largest momentum decay $\max_\ell \beta_\ell$ (0 without momentum): the fast variables relax like
+        $\beta^n$, and the asymptotic series in $h$ are governed by $h\lambda_{\max}/(1-\beta)^2$."""
+        return max([float(var.beta(self.hyper)) for var in self.momenta] or [0.0])
+
+    def reduction_obstacle(self) -> Optional[str]:
+        """Why this optimizer has no slow manifold usable by the series engine (``None``: it has one)."""
+        return None
+
+    def principal_flow_momentum(self) -> Optional[float]:
+        r"""$\beta$ of the principal flow of Rosca et al. / Cattaneo & Shigida (0 for GD); ``None``: no principal
+        flow is defined for this optimizer."""
+        return None
+
+    def sme_lr_factor(self) -> Optional[float]:
+        r"""$c$ such that the optimizer's $\alpha < 1$ SDE is the SGD SDE with learning rate $c\,h$ (Li, Tai & E;
+        Wang et al.); ``None``: no SME is implemented for it."""
+        return None
+
+    def heavy_ball_form(self) -> Optional[HeavyBallForm]:
+        """Heavy-ball / Nesterov equivalent, or ``None``."""
+        return None
+
+    def adaptive_form(self) -> Optional[AdaptiveForm]:
+        """Adam-family description, or ``None``."""
+        return None
+
+    def lion_form(self) -> Optional[LionForm]:
+        """Lion-K description, or ``None``."""
+        return None
+
+    def symbolic_series(self) -> Optional[str]:
+        """Which exact (rooted-tree) series of :mod:`modeq.series` covers this optimizer: ``"gd"``, ``"hb"`` or
+        ``None``."""
+        return None
+
+    def cli_params(self) -> dict:
+        """The hyperparameters in the CLI's ``--param`` names (floats)."""
+        return {k: float(v) for k, v in self.hyper.items()}
+
+    def cli_spec(self, h=None) -> str:
+        """This optimizer in the CLI's own syntax, e.g. ``--optimizer hb --param beta=0.9`` (with ``h`` if given)."""
+        params = ({"h": float(h)} if h is not None else {}) | self.cli_params()
+        text = f"--optimizer {self.cli_name or self.name}"
+        return text + "".join(
+            f" --param {k}={str(v).lower() if isinstance(v, bool) else format(v, 'g')}" for k, v in params.items()
+        )
 
     def with_hyper(self, **changes) -> "Optimizer":
         """A copy with some hyperparameters replaced."""

@@ -18,12 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 
-class SolveError(RuntimeError):
-    """The ODE solve failed; ``t_failed`` is the last time reached with a finite solution."""
-
-    def __init__(self, message: str, t_failed: float):
-        super().__init__(message)
-        self.t_failed = t_failed
+from .._errors import SolveError  # noqa: F401  (re-exported: the ODE solve failed; t_failed = last finite time)
 
 
 @dataclasses.dataclass(frozen=True)
