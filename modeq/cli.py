@@ -4,27 +4,61 @@ Every command prints one line ``error: ...`` and exits with code 2 on bad input.
 than a second shows a progress bar on stderr (``--quiet`` hides it). ``--json PATH`` writes the results to PATH;
 ``--json`` alone (or ``--json -``) prints them to stdout as one JSON document and nothing else (no table, no
 progress bar), so that ``modeq CMD --json | jq`` works. ``--plot PATH`` writes a PNG.
+
+Every output path (``--json``, ``--plot``, ``--out``) is checked before any computation and written atomically
+(a temporary file in the same folder, then a rename). Ctrl-C ends any command with the one line ``interrupted`` and
+exit code 130; a command that records what it has finished (``_PARTIAL``) writes it to its ``--json`` path first, as
+valid JSON with ``"interrupted": true``. ``--loss file.py:function`` and ``--loss package.module:function`` import
+(and so run) that file or module, like pytest's ``conftest.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import sys
+import threading
 from typing import List, Optional
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, help="Modified equations of optimization algorithms.")
 
 
 JSON_HELP = "write results as JSON to PATH; --json alone (or --json -) prints only JSON to stdout"
+LOSS_HELP = ("built-in problem NAME[:k=v,...] (see modeq problems), or file.py:function / package.module:function: "
+             "that file or module is imported, so its code runs")
 _STDOUT_JSON: dict = {"active": False, "payload": None}  # set while a command runs with --json to stdout
+_PARTIAL: dict = {"payload": None}  # what a long command has finished so far (written if it is interrupted)
+
+
+def _usage_errors() -> tuple:
+    errors = []
+    with contextlib.suppress(ImportError):
+        from typer._click.exceptions import UsageError  # typer >= 0.20 vendors click
+
+        errors.append(UsageError)
+    with contextlib.suppress(ImportError):
+        import click
+
+        errors.append(click.UsageError)
+    return tuple(errors)
+
+
+_USAGE_ERRORS = _usage_errors()
+
+
+def _usage_error(exc) -> None:
+    """A command-line parsing error (unknown option, a value of the wrong type) as one ``error:`` line, exit 2."""
+    typer.echo(f"error: {_one_line(exc.format_message())}", err=True)
+    raise typer.Exit(code=2)
 
 
 class _Command(TyperCommand):
-    """Lets ``--json`` be given without a value: ``--json`` at the end or before another option means ``--json -``."""
+    """Lets ``--json`` be given without a value: ``--json`` at the end or before another option means ``--json -``.
+    Parsing errors print one ``error:`` line (exit 2) instead of a usage panel."""
 
     def parse_args(self, ctx, args):
         args = list(args)
@@ -33,73 +67,345 @@ class _Command(TyperCommand):
             out.append(arg)
             if arg == "--json" and (i + 1 == len(args) or args[i + 1].startswith("--")):
                 out.append("-")
-        return super().parse_args(ctx, out)
+        try:
+            return super().parse_args(ctx, out)
+        except _USAGE_ERRORS as exc:
+            _usage_error(exc)
+
+
+class _Group(TyperGroup):
+    """The ``modeq`` group: an unknown command is one ``error:`` line (exit 2)."""
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except _USAGE_ERRORS as exc:
+            _usage_error(exc)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, cls=_Group,
+                  help="Modified equations of optimization algorithms.")
 
 
 def _command(name: str):
     return app.command(name, cls=_Command)
 
 
+_EXPECTED = (ValueError, TypeError, OSError, MemoryError, OverflowError, FloatingPointError, ArithmeticError)
+_MAX_MESSAGE = 400  # characters of one error line (a long vector inside a message is cut)
+
+
+def _expected_errors() -> tuple:
+    from modeq._errors import ModeqError
+
+    return (ModeqError, *_EXPECTED)
+
+
+def _one_line(text: str) -> str:
+    line = next((x.strip() for x in str(text).splitlines() if x.strip()), "")
+    return line if len(line) <= _MAX_MESSAGE else line[: _MAX_MESSAGE - 3] + "..."
+
+
+def _message(exc: BaseException) -> str:
+    """One line naming what failed: the exception's own first line, or for bare system errors their kind."""
+    if isinstance(exc, MemoryError):
+        return f"out of memory{': ' + _one_line(exc) if str(exc) else ''}; use a smaller problem (--loss NAME:d=...)"
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    text = _one_line(exc)
+    return text if text else type(exc).__name__
+
+
 def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {_one_line(message)}", err=True)
     raise typer.Exit(code=2)
 
 
+# --- outputs: checked before any computation, written atomically ---------------------------------------------------
+
+_OUTPUTS = {  # keyword argument of a command -> (option, accepted extensions)
+    "json_path": ("--json", (".json",)),
+    "plot": ("--plot", (".png", ".pdf", ".svg")),
+    "out": ("--out", (".html", ".htm")),
+}
+
+
+def _check_output(option: str, path, extensions) -> None:
+    """Refuse an output path that cannot be written, before anything is computed: empty, wrong extension, a folder,
+    a missing or unwritable parent folder (probed by creating and removing a temporary file there)."""
+    import tempfile
+
+    if not isinstance(path, str) or not path.strip():
+        raise ValueError(f"{option}: empty path; give a file name ending in {' or '.join(extensions)}")
+    if os.path.isdir(path):
+        raise ValueError(f"{option}: {path!r} is a folder; give a file name ending in {' or '.join(extensions)}")
+    if os.path.splitext(path)[1].lower() not in extensions:
+        raise ValueError(f"{option}: {path!r} must end in {' or '.join(extensions)}")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ValueError(f"{option}: the folder of {path!r} does not exist ({parent})")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise ValueError(f"{option}: {path!r} is not writable")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".modeq-probe-"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{option}: cannot write into the folder of {path!r}: {exc.strerror or exc}") from None
+
+
+def _temporary_name(path: str) -> str:
+    """A fresh name in ``path``'s folder with the same extension (so writers that pick a format by extension work)."""
+    folder, base = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(base)
+    return os.path.join(folder, f".{stem}.{os.getpid()}.{threading.get_ident()}.tmp{ext}")
+
+
+@contextlib.contextmanager
+def _atomic(path: str):
+    """Yield a temporary path next to ``path``; on success rename it onto ``path`` (atomic on POSIX), else remove it."""
+    tmp = _temporary_name(path)
+    try:
+        yield tmp
+        if os.path.exists(tmp):
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+
+
+def _dump(payload) -> str:
+    from modeq._verdict import jsonable
+
+    return json.dumps(jsonable(payload), indent=2, allow_nan=False)
+
+
+# --- interrupts ---------------------------------------------------------------------------------------------------
+
+_RUNNING: dict = {"json_path": None, "command": None, "arguments": None}  # the command in progress, for the interrupt handler
+_INTERRUPT_LOCK = threading.Lock()
+
+
+def _write_partial() -> Optional[str]:
+    """Write ``_PARTIAL["payload"]`` (what the command finished) with ``"interrupted": true`` to its ``--json`` path;
+    returns where it went (``None``: nothing recorded or no ``--json``)."""
+    path, payload = _RUNNING.get("json_path"), _PARTIAL.get("payload")
+    if not path:
+        return None
+    if payload is None:  # nothing finished yet: say so, with the arguments, in valid JSON
+        payload = {"finished": "nothing", "arguments": _RUNNING.get("arguments"), "results": []}
+    data = {"interrupted": True, "complete": False, "command": _RUNNING.get("command"), **payload}
+    text = _dump(data)
+    if path == "-":
+        sys.__stdout__.write(text + "\n")
+        sys.__stdout__.flush()
+        return "stdout"
+    with _atomic(path) as tmp:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+    return path
+
+
+def _interrupted_line() -> str:
+    try:
+        where = _write_partial()
+    except Exception as exc:  # the partial JSON is best effort: the exit must happen anyway
+        return f"interrupted (partial results not written: {_one_line(exc)})"
+    return "interrupted" + (f" (partial results in {where})" if where else "")
+
+
+def _exit_interrupted(*_) -> None:
+    """End the process now: write the partial JSON, print one line, exit 130 with ``os._exit``.
+
+    ``os._exit`` skips interpreter finalization on purpose. A ``KeyboardInterrupt`` raised in the main thread unwinds
+    while XLA's own threads (the CPU client's compute and compile pools) are still running a dispatched computation;
+    tearing the interpreter down under them is what crashed with "Segmentation fault ... no Python frame", and
+    finishing the computation first is what kept the process alive 35-48 s after Ctrl-C. Runs at most once (the second
+    caller blocks until the first has exited)."""
+    _INTERRUPT_LOCK.acquire()
+    line = _interrupted_line()
+    with contextlib.suppress(Exception):
+        sys.__stdout__.flush()
+    with contextlib.suppress(Exception):
+        os.write(2, (line + "\n").encode())
+    os._exit(130)
+
+
+def _install_interrupt_handler() -> None:
+    """Ctrl-C ends the process within milliseconds wherever the main thread is (inside XLA included).
+
+    Python runs a signal handler only when the main thread returns to the interpreter, which a long compiled call
+    delays by minutes. So the C-level handler also writes to a wake-up pipe (``signal.set_wakeup_fd``) that a daemon
+    thread blocks on; XLA releases the GIL while it computes, so that thread runs at once and exits the process."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background with SIGINT ignored: keep it
+        return
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+
+    def watch():
+        while True:
+            data = os.read(read_fd, 64)
+            if not data or signal.SIGINT in data or signal.SIGTERM in data:
+                _exit_interrupted()
+
+    signal.signal(signal.SIGINT, _exit_interrupted)
+    signal.signal(signal.SIGTERM, _exit_interrupted)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    threading.Thread(target=watch, name="modeq-interrupt", daemon=True).start()
+
+
 def _guard(fn):
+    """Wrap a command: check its output paths first, catch every expected failure as one ``error:`` line (exit 2),
+    turn ``KeyboardInterrupt`` into ``interrupted`` (exit 130, partial JSON written), write ``--plot`` atomically."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         to_stdout = kwargs.get("json_path") == "-"
         _STDOUT_JSON.update(active=to_stdout, payload=None)
+        _PARTIAL["payload"] = None
+        _RUNNING.update(json_path=kwargs.get("json_path"), command=fn.__name__.removesuffix("_cmd").replace("_", "-"),
+                        arguments={k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool, list))})
         try:
-            if not to_stdout:
-                return fn(*args, **kwargs)
-            import contextlib
-            import io
+            with contextlib.ExitStack() as stack:
+                for key, (option, extensions) in _OUTPUTS.items():
+                    value = kwargs.get(key)
+                    if value is None or (key == "json_path" and value == "-"):
+                        continue
+                    _check_output(option, value, extensions)
+                    if key == "plot":  # commands write the figure to a temporary file, renamed on success
+                        kwargs[key] = stack.enter_context(_atomic(value))
+                if not to_stdout:
+                    return fn(*args, **kwargs)
+                import io
 
-            with contextlib.redirect_stdout(io.StringIO()):  # the human-readable table: stdout is JSON only
-                fn(*args, **kwargs)
-            typer.echo(json.dumps(_STDOUT_JSON["payload"], indent=2))
-        except (ValueError, TypeError, FloatingPointError) as exc:
-            _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                with contextlib.redirect_stdout(io.StringIO()):  # the human-readable table: stdout is JSON only
+                    fn(*args, **kwargs)
+                typer.echo(_dump(_STDOUT_JSON["payload"]))
+        except typer.Exit:
+            raise
+        except BrokenPipeError:  # `modeq ... | head`: the reader left; stop quietly
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(code=1) from None
+        except KeyboardInterrupt:
+            typer.echo(_interrupted_line(), err=True)
+            raise typer.Exit(code=130) from None
+        except _expected_errors() as exc:
+            _fail(_message(exc))
+        except Exception as exc:
+            if type(exc).__name__ == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in str(exc):
+                _fail(f"out of memory in XLA: {_message(exc)}")
+            raise
         finally:
             _STDOUT_JSON.update(active=False, payload=None)
+            _PARTIAL["payload"] = None
+            _RUNNING.update(json_path=None, command=None, arguments=None)
 
     return wrapper
+
+
+# --- parsing -------------------------------------------------------------------------------------------------------
 
 
 def _theta0(text: Optional[str]):
     if text is None:
         return None
+    parts = [x for x in text.replace(" ", "").split(",")]
+    if not any(parts):
+        raise ValueError(f"theta0: empty; give comma-separated numbers, e.g. --theta0 \"1,0.5\", got {text!r}")
+    if not all(parts):
+        raise ValueError(f"theta0: empty entry in {text!r}; give comma-separated numbers")
     try:
-        return [float(x) for x in text.replace(" ", "").split(",") if x]
+        values = [float(x) for x in parts]
     except ValueError:
         raise ValueError(f"theta0: expected comma-separated numbers, got {text!r}") from None
+    from modeq._validation import check_theta0
+
+    return check_theta0("theta0", values).tolist()
 
 
 def _floats(name: str, text: str) -> list:
+    if not isinstance(text, str):
+        raise TypeError(f"{name}: expected comma-separated numbers, got {text!r}")
+    parts = [x for x in text.replace(" ", "").split(",")]
     try:
-        values = [float(x) for x in text.replace(" ", "").split(",") if x]
+        values = [float(x) for x in parts if x]
     except ValueError:
         raise ValueError(f"{name}: expected comma-separated numbers, got {text!r}") from None
     if not values:
         raise ValueError(f"{name}: give at least one value")
+    from modeq._validation import check_positive
+
+    for x in values:
+        check_positive(name, x)
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name}: a value is repeated in {text!r}; give each once")
     return values
 
 
-def _console(quiet: bool):
-    from rich.console import Console
+# --- terminal output: user text is never rich markup ---------------------------------------------------------------
 
-    return Console(stderr=True, quiet=quiet or _STDOUT_JSON["active"])
+_TAG = __import__("re").compile(r"^\[(\w+)\]([^\[\]]*)\[/\1\]")
+
+
+def _make_console(quiet: bool):
+    """A stderr console whose ``print`` never interprets user text as markup (paths, names, messages may contain
+    ``[...]``): only a leading ``[style]word[/style]`` tag is styled, the rest is printed as plain text.
+    ``quiet`` hides progress (``status``) only: ``print`` (warnings) always prints."""
+    from rich.console import Console
+    from rich.text import Text
+
+    class _SafeConsole(Console):
+        def print(self, *objects, **kwargs):
+            out = []
+            for obj in objects:
+                if isinstance(obj, str):
+                    m = _TAG.match(obj)
+                    text = Text()
+                    if m:
+                        text.append(m.group(2), style=m.group(1))
+                        obj = obj[m.end():]
+                    text.append(obj)
+                    obj = text
+                out.append(obj)
+            kwargs.setdefault("highlight", False)
+            return super().print(*out, **kwargs)
+
+        def status(self, *args, **kwargs):
+            if self._quiet_progress:
+                return contextlib.nullcontext()
+            return super().status(*(_plain(a) for a in args), **kwargs)
+
+    console = _SafeConsole(stderr=True, markup=False, highlight=False)
+    console._quiet_progress = quiet or _STDOUT_JSON["active"]
+    return console
+
+
+def _plain(obj):
+    from rich.text import Text
+
+    return Text(obj) if isinstance(obj, str) else obj
+
+
+def _console(quiet: bool):
+    """The stderr console for warnings and spinners: ``--quiet`` hides the spinners, never the warnings."""
+    return _make_console(quiet)
+
+
+def _warn(message: str) -> None:
+    """One warning line on stderr (printed with ``--quiet`` too)."""
+    typer.echo(f"warning: {_one_line(message)}", err=True)
 
 
 def _progress(quiet: bool):
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=_console(quiet), transient=True,
+        TextColumn("{task.description}", markup=False), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=Console(stderr=True, quiet=quiet or _STDOUT_JSON["active"]), transient=True,
     )
 
 
@@ -121,11 +427,14 @@ def _stages(quiet: bool, names: List[str]):
 
 
 def _write_json(path: Optional[str], payload) -> None:
+    """``--json``: keep ``payload`` for stdout (``-``) or write it atomically to ``path`` (strict JSON: NaN -> null)."""
     if path == "-":
         _STDOUT_JSON["payload"] = payload
     elif path:
-        with open(path, "w") as fh:
-            json.dump(payload, fh, indent=2)
+        text = _dump(payload)
+        with _atomic(path) as tmp:
+            with open(tmp, "w") as fh:
+                fh.write(text)
 
 
 def _jsonable_params(opt, h) -> dict:
@@ -138,11 +447,12 @@ def _jsonable_params(opt, h) -> dict:
 @_guard
 def problems_cmd(
     json_path: Optional[str] = typer.Option(None, "--json", help=JSON_HELP),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar (warnings still print)"),
 ):
-    """List the built-in problems (use them as --loss NAME or NAME:key=value,...)."""
+    """List the built-in problems and their options (use them as --loss NAME or NAME:key=value,...)."""
     import modeq  # noqa: F401
     from modeq.problems import PROBLEMS
+    from modeq.problems._spec import problem_options
 
     rows = []
     with _progress(quiet) as bar:
@@ -150,6 +460,7 @@ def problems_cmd(
         for name, ctor in PROBLEMS.items():
             p = ctor()
             rows.append({"name": name, "dim": int(p.dim), "description": p.description,
+                         "options": {k: v for k, v in problem_options(name).items()},
                          "n_examples": int(p.n_examples) if p.is_finite_sum else None,
                          "manifold_known": p.manifold is not None})
             bar.update(task, advance=1)
@@ -160,7 +471,13 @@ def problems_cmd(
         if r["manifold_known"]:
             extra.append("manifold known")
         typer.echo(f"{r['name']:14s} d={r['dim']:<6d} {r['description']}" + (f" ({', '.join(extra)})" if extra else ""))
+        options = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["options"].items())
+        typer.echo(f"{'':14s} options: " + (f"--loss {r['name']}:{options}" if options else "none"))
     _write_json(json_path, {"problems": rows})
+
+
+MAX_RUN_STEPS = 100_000_000  # the loss and gradient-norm histories take 16 bytes a step (1.6 GB here)
+_RUN_CHUNK_FLOATS = 4_000_000  # iterates held at once by one chunk of `run` (32 MB of float64)
 
 
 @_command("run")
@@ -168,87 +485,117 @@ def problems_cmd(
 def run_cmd(
     optimizer: str = typer.Option("hb", help="optimizer name (modeq.optimizers.OPTIMIZERS)"),
     param: List[str] = typer.Option([], "--param", help="hyperparameter k=v (h or learning_rate, beta, b1, ...)"),
-    loss: str = typer.Option("product", help="built-in problem NAME[:k=v,...] or file.py:function or module:function"),
-    steps: int = typer.Option(100, help="number of steps (>= 1)"),
+    loss: str = typer.Option("product", help=LOSS_HELP),
+    steps: int = typer.Option(100, help=f"number of steps (1 to {MAX_RUN_STEPS:.0e})"),
     theta0: Optional[str] = typer.Option(None, help='initial point "a,b,..."'),
     m0: str = typer.Option("zero", help="initial momentum: zero or first"),
     json_path: Optional[str] = typer.Option(None, "--json", help=JSON_HELP),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar (warnings still print)"),
 ):
-    """Run one optimizer and print a short table (step, loss, grad norm)."""
+    """Run one optimizer and print a short table (step, loss, grad norm).
+
+    The history is kept in two float64 arrays of steps + 1 entries (loss, gradient norm); the iterates are simulated
+    in chunks of bounded size, so memory is O(steps + d)."""
+    import warnings
+
     import numpy as np
 
     import modeq  # noqa: F401
     from modeq._params import build_optimizer, parse_params
     from modeq._validation import check_int_at_least, check_positive
-    from modeq.optimizers import simulate
+    from modeq.optimizers import DivergenceWarning, simulate
     from modeq.problems import resolve_problem
 
     steps = check_int_at_least("steps", steps, 1)
+    if steps > MAX_RUN_STEPS:
+        raise ValueError(f"steps must be <= {MAX_RUN_STEPS:.0e}, got {steps:.3g}: the loss and gradient-norm "
+                         f"histories would take {16 * (steps + 1) / 1e9:.3g} GB")
+    if m0 not in ("zero", "first"):
+        raise ValueError(f"m0 must be zero or first, got {m0!r}")
     opt, h = build_optimizer(optimizer, parse_params(param), default_h=0.01)
     h = check_positive("h", h)
     problem = resolve_problem(loss, _theta0(theta0))
-    chunks = min(steps, 20)
-    bounds = np.linspace(0, steps, chunks + 1).astype(int)
-    theta, momenta = problem.theta0, m0
-    thetas, losses, norms, diverged = [np.asarray(theta)], [], [], -1
-    import warnings
-
-    from modeq.optimizers import DivergenceWarning
-
-    warnings.simplefilter("ignore", DivergenceWarning)  # reported below as one line
-    with _progress(quiet) as bar:
+    chunk = max(1, min(steps, -(-steps // 20), 100_000, _RUN_CHUNK_FLOATS // max(problem.dim, 1)))
+    losses = np.full(steps + 1, np.nan)
+    norms = np.full(steps + 1, np.nan)
+    theta, momenta, done, diverged = problem.theta0, m0, 0, -1
+    with _progress(quiet) as bar, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DivergenceWarning)  # reported below as one line
         task = bar.add_task(f"{opt.name} on {problem.name}", total=steps)
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            if b == a:
-                continue
-            traj = simulate(opt, problem.loss, theta, int(b - a), h=h, m0=momenta, start=int(a))
-            losses.extend(np.asarray(traj.loss[:-1]).tolist())
-            norms.extend(np.asarray(traj.grad_norm[:-1]).tolist())
-            thetas.extend(np.asarray(traj.theta[1:]))
+        while done < steps:
+            n = min(chunk, steps - done)  # at most two chunk lengths, so at most two compilations
+            traj = simulate(opt, problem.loss, theta, n, h=h, m0=momenta, start=done)
+            losses[done : done + n + 1] = np.asarray(traj.loss)
+            norms[done : done + n + 1] = np.asarray(traj.grad_norm)
             theta, momenta = traj.theta[-1], tuple(m[-1] for m in traj.momenta)
-            bar.update(task, advance=int(b - a))
+            done += n
+            bar.update(task, completed=done)
             if traj.diverged:
                 diverged = int(traj.diverged_at)
                 break
-    final = simulate(opt, problem.loss, theta, 1, h=h, m0=momenta, start=steps)
-    losses.append(float(final.loss[0]))
-    norms.append(float(final.grad_norm[0]))
-    shown = sorted(set(np.unique(np.linspace(0, len(losses) - 1, 11).astype(int)).tolist()))
+    finite = np.isfinite(losses[: done + 1]) & np.isfinite(norms[: done + 1])
+    if not finite.all():  # the loss itself turned non-finite at a finite iterate
+        first_bad = int(np.argmin(finite))
+        diverged = first_bad if diverged < 0 else min(diverged, first_bad)
+    last = done if diverged < 0 else (diverged if finite[diverged] else max(diverged - 1, 0))
+    last_finite = float(losses[last]) if np.isfinite(losses[last]) else None
+    typer.echo(f"{opt.cli_spec(h)} --loss {loss}: d = {problem.dim}, {steps} steps, m0 = {m0}")
     typer.echo(f"{'step':>8s} {'loss':>16s} {'grad norm':>14s}")
-    for n in shown:
-        typer.echo(f"{n:8d} {losses[n]:16.8e} {norms[n]:14.6e}")
+    shown = np.unique(np.linspace(0, done if diverged < 0 else last, 11).astype(int))
+    for k in shown:
+        typer.echo(f"{k:8d} {losses[k]:16.8e} {norms[k]:14.6e}")
     if diverged >= 0:
-        typer.echo(f"diverged at step {diverged}: iterates frozen at the last finite value")
+        _warn(f"diverged at step {diverged}: the last finite loss is {last_finite} (step {last}); the iterates are "
+              "frozen there")
+    if not json_path:
+        return
     payload = {
         "optimizer": opt.name,
+        "optimizer_cli": opt.cli_spec(h),
         "params": _jsonable_params(opt, h),
         "loss": loss,
         "steps": steps,
         "theta0": np.asarray(problem.theta0).tolist(),
-        "theta_final": np.asarray(thetas[-1]).tolist(),
-        "loss_history": losses,
-        "grad_norm_history": norms,
+        "theta_final": np.asarray(theta).tolist(),
+        "loss_history": losses.tolist() if diverged < 0 else losses[: last + 1].tolist(),
+        "grad_norm_history": norms.tolist() if diverged < 0 else norms[: last + 1].tolist(),
         "diverged_at": diverged if diverged >= 0 else None,
+        "last_finite_loss": last_finite,
+        "verdict": "diverged" if diverged >= 0 else None,
     }
     _write_json(json_path, payload)
 
 
-DEFAULT_COMPARE_H = "0.0004,0.0002,0.0001,0.00005"
+def _compare_table(study) -> list:
+    """The lines of ``modeq compare``'s table (rendering only: every number comes from the study)."""
+    lines = [f"{'flow':>14s} {'R':>3s} " + " ".join(f"{'h=' + format(x, 'g'):>11s}" for x in study.hs)
+             + f" {'fitted order':>12s} {'95% CI':>17s}  verdict"]
+    for res in study.results:
+        cells = [f"{e:11.3e}" if e is not None else f"{'diverged':>11s}" for e in res.max_error]
+        cells += [f"{'-':>11s}"] * (len(study.hs) - len(cells))
+        v = res.verdict.to_dict() if res.verdict is not None else {"measured": None, "interval": None, "verdict": ""}
+        fitted = f"{v['measured']:12.3f}" if v["measured"] is not None else f"{'-':>12s}"
+        ci = (f"[{v['interval'][0]:7.3f},{v['interval'][1]:7.3f}]" if v["interval"] is not None
+              else f"{'-':>17s}")
+        lines.append(f"{res.flow:>14s} {res.order:3d} " + " ".join(cells) + f" {fitted} {ci}  {v['verdict']}")
+    return lines
 
 
 @_command("compare")
 @_guard
 def compare_cmd(
-    optimizer: str = typer.Option("hb", help="optimizer name"),
-    param: List[str] = typer.Option([], "--param", help="hyperparameter k=v (default for hb: beta=0.9)"),
-    loss: str = typer.Option("product", help="problem NAME[:k=v] or file.py:function"),
+    optimizer: str = typer.Option("hb", help="optimizer name (modeq.optimizers.OPTIMIZERS; hb: beta=0.9 by default)"),
+    param: List[str] = typer.Option([], "--param", help="hyperparameter k=v (beta, b1, ...; the step sizes are --h)"),
+    loss: str = typer.Option("product", help="problem NAME[:k=v] or file.py:function (imports and runs that file)"),
     theta0: Optional[str] = typer.Option(None, help='initial point "a,b,..."'),
     flow: List[str] = typer.Option(
-        [], "--flow", help="gradient | modified:R | memoryless:R | principal | principal+third (repeat or comma-separate)"
+        [], "--flow", help="gradient | modified:R | memoryless:R | principal | principal+third (repeat or comma-separate;"
+        " default modified:1,modified:2,modified:3)"
     ),
-    h: str = typer.Option(DEFAULT_COMPARE_H, "--h", help="step sizes, comma-separated"),
-    T: float = typer.Option(0.5, "--T", help="time horizon (steps = T/h)"),
+    h: Optional[str] = typer.Option(None, "--h", help="step sizes, comma-separated (default: 4 step sizes h, h/2, "
+                                    "h/4, h/8 inside the asymptotic regime, h*lambda_max/(1-beta)^2 <= 0.05)"),
+    T: Optional[float] = typer.Option(None, "--T", help="time horizon, a multiple of every h (steps = T/h; default "
+                                      "0.1 with momentum, 0.5 without)"),
     init: str = typer.Option("manifold", help="momentum start: manifold (default) or rest"),
     burn_in: Optional[int] = typer.Option(None, help="steps discarded before comparing (init=rest)"),
     truncation: str = typer.Option("direct", help="modified-field truncation: direct (fast) or taylor (exact)"),
@@ -256,73 +603,76 @@ def compare_cmd(
     plot: Optional[str] = typer.Option(None, "--plot", help="write a PNG (errors vs h, trajectories)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ):
-    """Compare modified flows with the discrete iterates over a sweep of step sizes; fit the convergence order."""
+    """Compare modified flows with the discrete iterates over a sweep of step sizes; fit the convergence order.
+
+    The metric is max over 0 <= n <= T/h of |theta_n - theta(n h)|; each flow gets a fitted order, its 95% interval
+    and a verdict (consistent, not consistent, outside the asymptotic regime, diverged)."""
     import warnings
 
     import modeq  # noqa: F401
     import modeq.flows  # noqa: F401  (registers extra flows)
     from modeq._params import build_optimizer, parse_params
-    from modeq.compare import AccuracyWarning, compare_flow, parse_flow
+    from modeq.compare import AccuracyWarning
     from modeq.problems import resolve_problem
+    from modeq.studies import flow_study
 
     params = parse_params(param)
-    if optimizer in ("hb", "heavy_ball") and "beta" not in params:
-        params["beta"] = 0.9
-    opt, _ = build_optimizer(optimizer, params)
+    opt, h_param = build_optimizer(optimizer, params)
+    if h_param is not None:
+        raise ValueError("param: the step sizes of compare are --h (a sweep), not --param h/learning_rate/lr")
     problem = resolve_problem(loss, _theta0(theta0))
-    flows = [f for item in (flow or ["modified:1,modified:2,modified:3"]) for f in item.split(",") if f.strip()]
-    specs = [parse_flow(f) for f in flows]
-    hs = sorted(_floats("h", h), reverse=True)
-    results = []
-    console = _console(quiet)
+    flows = [f for item in flow for f in item.split(",") if f.strip()] or None
+    hs = _floats("h", h) if h is not None else None
+    partial = {}
+
+    def keep(study):  # what is finished, for a partial JSON if the command is interrupted
+        partial["payload"] = {"loss": loss, **study.to_dict()}
+        _PARTIAL["payload"] = partial["payload"]
+
     with _progress(quiet) as bar, warnings.catch_warnings():
         warnings.simplefilter("ignore", AccuracyWarning)
-        for spec in specs:
-            task = bar.add_task(f"{spec.label}", total=len(hs))
-            res = compare_flow(
-                opt, problem.loss, problem.theta0, spec, hs, T, init=init, burn_in=burn_in, truncation=truncation,
-                progress=lambda i, n, task=task: bar.update(task, completed=i),
-            )
-            results.append(res)
-    typer.echo(f"{opt.name} {_jsonable_params(opt, hs[0]) | {'h': None}} on {problem.name}, T = {T:g}, init = {init}")
-    header = f"{'flow':>14s} {'R':>3s} " + " ".join(f"{'h=' + format(x, 'g'):>11s}" for x in hs)
-    typer.echo(header + f" {'fitted':>8s} {'95% CI':>17s}")
-    for res in results:
-        row = f"{res.flow:>14s} {res.order:3d} " + " ".join(f"{e:11.3e}" for e in res.max_error)
-        if res.fit is not None:
-            lo, hi = res.fit.ci
-            row += f" {res.fit.order:8.3f} [{lo:7.3f},{hi:7.3f}]"
-        typer.echo(row)
-    for note in sorted({n for r in results for n in r.warnings}):
-        console.print(f"[yellow]warning:[/yellow] {note}")
-    payload = {
-        "optimizer": opt.name,
-        "params": {k: float(v) for k, v in opt.hyper.items()},
-        "loss": loss,
-        "T": T,
-        "init": init,
-        "truncation": truncation,
-        "results": [r.to_dict() for r in results],
-    }
-    _write_json(json_path, payload)
+        task = bar.add_task("compare", total=None)
+        study = flow_study(
+            opt, problem.loss, problem.theta0, flows, hs, T, problem=problem.name, init=init, burn_in=burn_in,
+            truncation=truncation, on_update=keep,
+            progress=lambda label, i, n: bar.update(task, description=label, completed=i, total=n),
+        )
+    start = {s for r in study.results for s in r.start}
+    typer.echo(f"{opt.cli_spec()} --loss {loss}: d = {problem.dim}, T = {study.T:g}, init = {init}"
+               + (f" ({', '.join(sorted(start))})" if start and opt.momenta else ""))
+    regime = "" if study.regime is None else f"; h*lambda_max/(1-beta)^2 = {study.regime:.3g} at h = {study.hs[0]:g}"
+    typer.echo(f"metric: {study.metric}{regime}")
+    for line in _compare_table(study):
+        typer.echo(line)
+    for note in study.warnings:
+        typer.echo(f"warning: {note}", err=True)
+    _PARTIAL["payload"] = None
+    _write_json(json_path, {"loss": loss, **study.to_dict()})
     if plot:
         from modeq.compare._plot import plot_study
 
-        plot_study(results, plot, title=f"{opt.name} on {problem.name}")
+        plot_study(study.results, plot, title=f"{opt.name} on {problem.name}")
+
+
+COEFFICIENT_ORDER_LIMITS = {"gd": 12, "hb modified": 9, "hb memoryless": 10}  # each finishes in seconds
 
 
 @_command("coefficients")
 @_guard
 def coefficients_cmd(
     optimizer: str = typer.Option("gd", help="gd or hb"),
-    order: int = typer.Option(4, help="largest tree size (order of the truncation)"),
+    order: int = typer.Option(4, help="largest tree size (order of the truncation; at most 12 for gd, 9 for hb "
+                              "modified, 10 for hb memoryless)"),
     kind: str = typer.Option("modified", help="modified (ODE) or memoryless (HB map)"),
     latex: bool = typer.Option(False, "--latex", help="LaTeX output"),
     json_path: Optional[str] = typer.Option(None, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
 ):
-    """Exact coefficients of GD's / heavy-ball's modified equation (rationals, rational functions of beta)."""
-    from modeq._validation import check_int_at_least
+    """Exact coefficients of GD's / heavy-ball's modified equation (rationals, rational functions of beta).
+
+    The largest order is bounded (gd 12, hb modified 9, hb memoryless 10): one line per rooted tree, and the number of
+    trees grows about 3x per order (141,083 up to order 15)."""
+    from modeq._validation import check_int_at_least, rooted_trees_up_to
     from modeq.series import _symbolic as sym
 
     order = check_int_at_least("order", order, 1)
@@ -330,16 +680,23 @@ def coefficients_cmd(
     if name == "gd":
         if kind != "modified":
             raise ValueError("kind: GD has only the modified equation (its map is theta - h g)")
-        compute = sym.gd_modified_coefficients
+        compute, limit, seconds = sym.gd_modified_coefficients, COEFFICIENT_ORDER_LIMITS["gd"], "0.5 s"
     elif name in ("hb", "heavy_ball"):
         if kind == "modified":
-            compute = sym.hb_modified_coefficients
+            compute, limit, seconds = sym.hb_modified_coefficients, COEFFICIENT_ORDER_LIMITS["hb modified"], "3 s"
         elif kind == "memoryless":
-            compute = sym.hb_memoryless_coefficients
+            compute, limit, seconds = (sym.hb_memoryless_coefficients, COEFFICIENT_ORDER_LIMITS["hb memoryless"],
+                                       "4 s")
         else:
             raise ValueError(f"kind must be modified or memoryless, got {kind!r}")
     else:
         raise ValueError(f"optimizer must be gd or hb, got {optimizer!r}")
+    if order > limit:
+        raise ValueError(
+            f"order must be <= {limit} for {name} {kind}, got {order}: order {order} has "
+            f"{rooted_trees_up_to(order):,} trees (lines of output) against {rooted_trees_up_to(limit):,} at the "
+            f"limit (about {seconds}), and the work grows faster than the number of trees"
+        )
     with _stages(quiet, [f"exact coefficients up to order {order}"]) as stage:
         stage()
         records = compute(order)
@@ -442,15 +799,18 @@ def principal_flow_cmd(
         plt.close(fig)
 
 
+MAX_REGULARIZER_STEPS = 1_000_000
+
+
 @_command("regularizer")
 @_guard
 def regularizer_cmd(
     optimizer: str = typer.Option("hb", help="gd, hb, nesterov, sgdm, adam(w), nadam, rmsprop, lion, lion_k"),
     param: List[str] = typer.Option([], "--param", help="hyperparameter k=v (h, beta, b1, b2, ...)"),
-    loss: str = typer.Option("product", help="problem NAME[:k=v] or file.py:function"),
+    loss: str = typer.Option("product", help=LOSS_HELP),
     theta0: Optional[str] = typer.Option(None, help='initial point "a,b,..."'),
-    h_opt: Optional[float] = typer.Option(None, "--h", help="step size (or --param h=...)"),
-    steps: int = typer.Option(200, help="number of steps"),
+    h_opt: Optional[float] = typer.Option(None, "--h", help="step size (or --param h=..., not both; default 0.01)"),
+    steps: int = typer.Option(200, help=f"number of steps (1 to {MAX_REGULARIZER_STEPS:,})"),
     form: str = typer.Option("ode", help="ode (modified flow) or memoryless (modified map)"),
     json_path: Optional[str] = typer.Option(None, "--json", help=JSON_HELP),
     plot: Optional[str] = typer.Option(None, "--plot", help="write a PNG of every term along the run"),
@@ -464,14 +824,32 @@ def regularizer_cmd(
     from modeq.problems import resolve_problem
     from modeq.regularizers import regularizer_report
 
-    opt, h = build_optimizer(optimizer, parse_params(param), default_h=h_opt if h_opt is not None else 0.01)
+    from modeq._params import STEP_SIZE_NAMES
+    from modeq._validation import check_int_at_least, check_positive
+
+    params = parse_params(param)
+    aliases = [k for k in STEP_SIZE_NAMES if k in params]
+    if h_opt is not None and aliases:
+        raise ValueError(f"param: --param {aliases[0]}={params[aliases[0]]:g} conflicts with --h {h_opt:g}; "
+                         "give the step size once")
+    steps = check_int_at_least("steps", steps, 1)
+    if steps > MAX_REGULARIZER_STEPS:
+        raise ValueError(f"steps must be <= {MAX_REGULARIZER_STEPS:,}, got {steps:,}: every term is evaluated at "
+                         "every step (one gradient and one Hessian-vector product each)")
+    if form not in ("ode", "memoryless"):
+        raise ValueError(f"form must be ode or memoryless, got {form!r}")
+    opt, h = build_optimizer(optimizer, params, default_h=h_opt if h_opt is not None else 0.01)
+    h = check_positive("h", h)
     problem = resolve_problem(loss, _theta0(theta0))
     with _stages(quiet, [f"{opt.name}: {steps} steps and every term of the modified loss"]) as stage:
         stage()
         report = regularizer_report(opt, problem.loss, problem.theta0, h=h, steps=steps, form=form)
+    typer.echo(f"{opt.cli_spec(h)} --loss {loss} --form {form}: L = {problem.description or problem.name}, "
+               f"d = {problem.dim}")
     typer.echo(report.modified.describe())
     typer.echo(report.table(every=max(1, len(report.steps) // 10)))
-    payload = {"optimizer": opt.name, "params": _jsonable_params(opt, h), "loss": loss, **report.to_dict()}
+    payload = {"optimizer": opt.name, "optimizer_cli": opt.cli_spec(h), "params": _jsonable_params(opt, h),
+               "loss": loss, "loss_description": problem.description, **report.to_dict()}
     _write_json(json_path, payload)
     if plot:
         import matplotlib
@@ -752,6 +1130,7 @@ def slow_sde_cmd(
 
 
 def main():  # pragma: no cover - entry point
+    _install_interrupt_handler()
     app()
 
 

@@ -117,7 +117,7 @@ def test_report_skips_the_principal_flow_for_other_optimizers_and_survives_failu
     def fail(*args, **kwargs):
         raise FloatingPointError("the optimizer diverged at step 3 for h = 0.002")
 
-    monkeypatch.setattr(run_module, "compare_flow", fail)
+    monkeypatch.setattr(run_module, "flow_study", fail)
     monkeypatch.setattr("modeq.regularizers.regularizer_report", fail)
     report = run_report(optimizers.nesterov(0.5), problems.product(), hs=[0.002, 0.001], T=0.02)
     assert report.principal.result is None and report.principal.error is None

@@ -1,4 +1,4 @@
-"""SMEs, Euler--Maruyama ensembles and weak-error studies (modeq.sde)."""
+"""SMEs, Euler--Maruyama ensembles (modeq.sde) and the weak-error studies (modeq.studies)."""
 
 import os
 import subprocess
@@ -12,8 +12,8 @@ import pytest
 
 from modeq.optimizers import gd, heavy_ball, sgdm
 from modeq.problems import GaussianNGOS
-from modeq.sde import exact_weak_study, simulate_sde, sme, weak_error_study
-from modeq.sde._weak import MonteCarloWarning
+from modeq.sde import MonteCarloWarning, simulate_sde, sme
+from modeq.studies import exact_weak_study, weak_error_study
 
 A = jnp.array([[1.0, 0.3], [0.3, 2.0]])
 B = jnp.array([0.5, -0.2])

@@ -14,7 +14,8 @@ def plot_study(results, path: str, title: str = "") -> None:
     fig, (ax_err, ax_traj) = plt.subplots(1, 2, figsize=(12, 5))
     for res in results:
         hs = np.asarray(res.h)
-        (line,) = ax_err.loglog(hs, res.max_error, "o", label=None)
+        errs = np.array([np.nan if e is None else e for e in res.max_error], dtype=float)  # None: diverged
+        (line,) = ax_err.loglog(hs, errs, "o", label=None)
         if res.fit is not None:
             grid = np.geomspace(hs.min(), hs.max(), 20)
             ax_err.loglog(
@@ -31,14 +32,16 @@ def plot_study(results, path: str, title: str = "") -> None:
         ax_traj.plot(iterates[::stride, 0], iterates[::stride, 1], "k.", label=f"iterates (h = {results[0].h[0]:g})")
         for res in results:
             _, values = res.trajectories[0]
-            ax_traj.plot(values[:, 0], values[:, 1], "-", label=res.flow)
+            if values is not None:
+                ax_traj.plot(values[:, 0], values[:, 1], "-", label=res.flow)
         ax_traj.set_xlabel("theta[0]")
         ax_traj.set_ylabel("theta[1]")
     else:
         t = np.arange(len(iterates)) * results[0].h[0]
         ax_traj.plot(t[::stride], iterates[::stride, 0], "k.", label="iterates")
         for res in results:
-            ax_traj.plot(t, res.trajectories[0][1][:, 0], "-", label=res.flow)
+            if res.trajectories[0][1] is not None:
+                ax_traj.plot(t, res.trajectories[0][1][:, 0], "-", label=res.flow)
         ax_traj.set_xlabel("t")
     ax_traj.legend(fontsize=8)
     ax_traj.set_title("trajectories (largest h)")

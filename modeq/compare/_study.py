@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._errors import RegimeError
 from .._validation import check_int_at_least, check_positive
 from ..flows._modified import gradient_field, memoryless_map, modified_field
 from ..flows._principal import principal_flow, principal_flow_third
@@ -36,6 +37,8 @@ from ..optimizers._simulate import simulate
 from ..optimizers._spec import Optimizer
 from ..series._manifold import manifold_point
 from ..solve._ode import SolveError, solve_ode
+from .._verdict import REGIME_LIMIT, Verdict, check_sweep, finite_or_none, order_verdict
+from ._fit import fit_order_corrected
 from ._order import OrderFit, fit_order
 
 
@@ -90,13 +93,16 @@ FLOW_BUILDERS: dict[str, Callable] = {
 class FlowResult:
     r"""One flow compared with the iterates over a sweep of step sizes (returned by :func:`compare_flow`).
 
-    ``flow`` is the label (``"modified:3"``), ``order`` the theoretical global order $R$. Per step size ``h[i]``:
-    ``max_error[i]`` $= \max_{n \le N}\|\theta_n - \theta(nh)\|_2$, ``curves[i]`` the pair (times $nh$, errors $e_n$),
-    ``trajectories[i]`` the pair (iterates, flow values) and ``solver_floor[i]`` the solver's error floor (largest
-    difference between solves saved on the grids $nh$ and $nh/2$; 0 for memoryless maps). ``fit`` is the least-squares
-    fit $\max_n e_n \approx C h^p$ (:func:`modeq.compare.fit_order`; ``None`` with fewer than two step sizes or a zero
-    error) and ``warnings`` the :class:`AccuracyWarning` messages raised for this flow (solver floor within 100x of the
-    error, or $h\lambda_{\max}/(1-\beta)^2 > 0.05$).
+    ``flow`` is the label (``"modified:3"``), ``order`` the theoretical global order $R$. Per step size ``h[i]``
+    (largest first): ``max_error[i]`` $= \max_{n \le N}\|\theta_n - \theta(nh)\|_2$ (``None`` if the run diverged),
+    ``curves[i]`` the pair (times $nh$, errors $e_n$), ``trajectories[i]`` the pair (iterates, flow values) and
+    ``solver_floor[i]`` the solver's error floor (0 for memoryless maps). ``fit`` is the least-squares fit
+    $\max_n e_n \approx C h^p$ (:func:`modeq.compare.fit_order`; ``None`` when it cannot be made), ``corrected_fit``
+    the fit with the next term of the error expansion (four or more step sizes; :mod:`modeq.compare._fit`), on which
+    the verdict is based when it exists, ``verdict`` the
+    :class:`~modeq.studies.Verdict` (expected $R$ vs fitted order and its interval), ``regime`` the expansion parameter
+    $h\lambda_{\max}/(1-\beta)^2$ at the largest $h$, ``start`` how the momenta were started at each $h$, and
+    ``warnings`` the :class:`AccuracyWarning` messages raised for this flow.
     """
 
     flow: str
@@ -108,17 +114,46 @@ class FlowResult:
     trajectories: list  # per h: (iterates, flow values) as numpy arrays
     solver_floor: list
     warnings: list
+    verdict: Optional[Verdict] = None
+    regime: Optional[float] = None
+    start: list = dataclasses.field(default_factory=list)
+    diverged_at: list = dataclasses.field(default_factory=list)
+    corrected_fit: Optional[OrderFit] = None
+
+    @property
+    def local_orders(self) -> list:
+        r"""Slopes $\log(e_i/e_{i+1})/\log(h_i/h_{i+1})$ between consecutive step sizes, in the order of ``h``."""
+        out = []
+        for (h1, e1), (h2, e2) in zip(zip(self.h, self.max_error), zip(self.h[1:], self.max_error[1:])):
+            ok = e1 is not None and e2 is not None and e1 > 0 and e2 > 0
+            out.append(math.log(e1 / e2) / math.log(h1 / h2) if ok else None)
+        return out
 
     def to_dict(self) -> dict:
-        """JSON-ready record: ``flow``, ``order``, ``h``, ``max_error``, the fit's fields (``fitted_order``,
-        ``fitted_order_ci``, ``error_constant``, ...), ``solver_error_floor`` and ``warnings``."""
-        out = {"flow": self.flow, "order": self.order, "h": self.h, "max_error": self.max_error}
-        if self.fit is not None:
-            out.update(self.fit.to_dict())
-        else:
-            out.update({"fitted_order": None, "fitted_order_ci": [None, None], "error_constant": None})
-        out["solver_error_floor"] = self.solver_floor
-        out["warnings"] = self.warnings
+        """JSON-ready record (strict JSON: ``None`` where a number is missing, never NaN): ``flow``, ``order``, ``h``,
+        ``max_error``, the fit (``fitted_order``, ``fitted_order_stderr``, ``fitted_order_ci``, ``error_constant``),
+        ``local_orders`` (in the order of ``h``), ``verdict``, ``regime``, ``start``, ``solver_error_floor``,
+        ``diverged_at`` and ``warnings``."""
+        out = {"flow": self.flow, "order": self.order, "h": self.h,
+               "max_error": [finite_or_none(e) for e in self.max_error]}
+        fit = self.fit
+        out["fitted_order"] = None if fit is None else finite_or_none(fit.order)
+        out["fitted_order_stderr"] = None if fit is None else finite_or_none(fit.stderr)
+        out["fitted_order_ci"] = None if fit is None else [finite_or_none(x) for x in fit.ci]
+        if out["fitted_order_ci"] is not None and None in out["fitted_order_ci"]:
+            out["fitted_order_ci"] = None
+        out["error_constant"] = None if fit is None else finite_or_none(fit.constant)
+        out["local_orders"] = [finite_or_none(x) for x in self.local_orders]
+        cf = self.corrected_fit
+        out["corrected_fit"] = None if cf is None else {
+            "order": finite_or_none(cf.order), "stderr": finite_or_none(cf.stderr),
+            "ci": [finite_or_none(x) for x in cf.ci], "correction": finite_or_none(cf.correction)}
+        out["verdict"] = None if self.verdict is None else self.verdict.to_dict()
+        out["regime"] = finite_or_none(self.regime)
+        out["start"] = list(self.start)
+        out["solver_error_floor"] = [finite_or_none(x) for x in self.solver_floor]
+        out["diverged_at"] = list(self.diverged_at)
+        out["warnings"] = list(self.warnings)
         return out
 
 
@@ -138,32 +173,40 @@ def _top_eigenvalue(loss, theta, iterations: int):
 
 def expansion_parameter(optimizer: Optimizer, loss: Callable, theta, h: float, iterations: int = 30) -> float:
     r"""$h\lambda_{\max}/(1-\beta)^2$ at ``theta`` ($\lambda_{\max}$ by power iteration on Hessian-vector products,
-    $\beta$ the largest momentum decay): the asymptotic series in $h$ are reliable when it is below about 0.05
-    (THEORY.md A3)."""
+    $\beta$ the slowest momentum decay, :meth:`~modeq.optimizers.Optimizer.slowest_decay`): the asymptotic series in
+    $h$ are reliable when it is below about 0.05 (docs: builders/modified_field.md, "Validity")."""
     lam = float(_top_eigenvalue(loss, jnp.asarray(theta, jnp.float64), iterations))
-    beta = max([float(var.beta(optimizer.hyper)) for var in optimizer.momenta] or [0.0])
+    beta = optimizer.slowest_decay()
     return h * lam / (1.0 - beta) ** 2
 
 
 def _start_momenta(optimizer, loss, theta0, h, init, order):
+    """``(m0, how)``: the momenta the optimizer starts from at step size ``h`` and a word on how they were found."""
     if not optimizer.momenta:
-        return ()
-    if init == "manifold":
-        m0 = manifold_point(optimizer, loss, theta0, h=h, sweeps=max(order + 2, 6))
-        if not all(bool(jnp.all(jnp.isfinite(m))) for m in m0):
-            eta = expansion_parameter(optimizer, loss, theta0, h)
-            raise ValueError(
-                f"h: the slow-manifold iteration of {optimizer.name} diverges at h = {h:g} "
-                f"(h*lambda_max/(1-beta)^2 = {eta:.3g}; the reduction to a memoryless flow needs it << 1): "
-                "use smaller step sizes, a smaller beta, or --init rest"
-            )
-        return m0
-    return "zero"
+        return (), "no momenta"
+    if init != "manifold":
+        return "zero", "rest (m0 = 0)"
+    try:
+        from ..series._start import slow_manifold_start
+    except ImportError:  # pragma: no cover - the start policy module is part of the package
+        slow_manifold_start = None
+    if slow_manifold_start is not None:
+        start = slow_manifold_start(optimizer, loss, theta0, h)
+        return start.momenta, start.method
+    m0 = manifold_point(optimizer, loss, theta0, h=h, sweeps=max(order + 2, 6))
+    if not all(bool(jnp.all(jnp.isfinite(m))) for m in m0):
+        eta = expansion_parameter(optimizer, loss, theta0, h)
+        raise RegimeError(
+            f"h: the slow-manifold iteration of {optimizer.name} diverges at h = {h:g} "
+            f"(h*lambda_max/(1-beta)^2 = {eta:.3g}; the reduction to a memoryless flow needs it << 1): "
+            "use smaller step sizes, a smaller beta, or --init rest"
+        )
+    return m0, "fixed point"
 
 
 def default_burn_in(optimizer: Optimizer, h: float, order: int) -> int:
     r"""Smallest $n_0$ with $\beta^{n_0} \le 10^{-2} h^{R+1}$ ($\beta$ the slowest momentum decay)."""
-    beta = max([float(var.beta(optimizer.hyper)) for var in optimizer.momenta] or [0.0])
+    beta = optimizer.slowest_decay()
     if beta == 0.0:
         return 0
     return int(math.ceil(math.log(1e-2 * h ** (order + 1)) / math.log(beta)))
@@ -209,6 +252,36 @@ def flow_values(spec: FlowSpec, flow, theta_start, h: float, steps: int, rtol: f
     return values, floor
 
 
+def is_quadratic(loss: Callable, theta0, *, rtol: float = 1e-10, max_dim: int = 2000) -> bool:
+    r"""Whether ``loss`` is a quadratic $\tfrac12\theta^\top A\theta - b^\top\theta + c$ (checked numerically: the
+    Hessian at $\theta_0$ equals the Hessian at a second point, and the quadratic model through $\theta_0$ reproduces
+    the loss at two other points, to ``rtol``). ``False`` above ``max_dim`` parameters (dense Hessians)."""
+    theta0 = jnp.asarray(theta0, jnp.float64)
+    if theta0.size > max_dim:
+        return False
+    try:
+        H0 = np.asarray(jax.hessian(loss)(theta0))
+        g0 = np.asarray(jax.grad(loss)(theta0))
+        L0 = float(loss(theta0))
+        rng = np.random.default_rng(0)
+        scale = 1.0 + float(np.max(np.abs(np.asarray(theta0))))
+        for _ in range(2):
+            d = rng.standard_normal(theta0.shape) * 0.5 * scale
+            p = theta0 + d
+            model = L0 + g0 @ d + 0.5 * d @ H0 @ d
+            Lp = float(loss(p))
+            ref = max(abs(Lp), abs(L0), float(np.abs(d) @ np.abs(H0) @ np.abs(d)), 1e-300)
+            if not abs(Lp - model) <= rtol * ref:
+                return False
+        H1 = np.asarray(jax.hessian(loss)(p))
+        return bool(np.all(np.abs(H1 - H0) <= rtol * (np.max(np.abs(H0)) + 1e-300)))
+    except (TypeError, ValueError):
+        return False
+
+
+_PRINCIPAL_KINDS = ("principal", "principal+third")
+
+
 def compare_flow(
     optimizer: Optimizer,
     loss: Callable,
@@ -222,19 +295,26 @@ def compare_flow(
     truncation: str = "direct",
     rtol: float = 1e-12,
     progress: Optional[Callable] = None,
+    on_step_size: Optional[Callable] = None,
 ) -> FlowResult:
-    """Convergence study of one flow against the optimizer's iterates over the step sizes ``hs`` on $[0, T]$.
+    r"""Convergence study of one flow against the optimizer's iterates over the step sizes ``hs`` on $[0, T]$.
 
-    Returns per-$h$ error curves, the maximum errors and the fitted order. Warns (:class:`AccuracyWarning`, also
-    recorded in the result) when the solver's error floor is within a factor 100 of a measured error, and when
-    $h\\lambda_{\\max}/(1-\\beta)^2 > 0.05$ at the largest $h$. ``truncation`` selects the modified-field truncation
-    (``"direct"`` by default here: same order as ``"taylor"``, far cheaper; see :mod:`modeq.flows`).
+    Returns per-$h$ error curves, the maximum errors, the fitted order and a verdict
+    (:func:`modeq.studies.order_verdict`: expected $R$ against the fitted order and its 95% interval; "outside the
+    asymptotic regime" when $h\lambda_{\max}/(1-\beta)^2 > 0.05$ at the largest $h$; "diverged" when the optimizer
+    diverges at some $h$). A principal flow on a quadratic loss is exact: its verdict is "consistent" when every error
+    is at the solver's precision, in every regime. Refused before anything runs (``ValueError`` naming the parameter):
+    duplicate step sizes, horizons $\mathrm{round}(T/h)\,h$ that differ between step sizes (choose $T$ a multiple of
+    every $h$), fewer than 2 steps. Warns (:class:`AccuracyWarning`, also recorded in the result) when the solver's
+    error floor is within a factor 100 of a measured error and outside the asymptotic regime. ``truncation`` selects
+    the modified-field truncation (``"direct"`` by default here: same order as ``"taylor"``, far cheaper; see
+    :mod:`modeq.flows`). ``on_step_size(result_so_far)`` is called after each step size (for partial results).
     """
     spec = parse_flow(flow) if isinstance(flow, str) else flow
     check_positive("T", T)
     if init not in ("manifold", "rest"):
         raise ValueError(f"init must be 'manifold' or 'rest', got {init!r}")
-    hs = [check_positive("h", h) for h in hs]
+    hs = check_sweep(hs, T)
     if burn_in is not None:
         burn_in = check_int_at_least("burn_in", burn_in, 0)
     theta0 = jnp.asarray(theta0, dtype=jnp.float64)
@@ -244,12 +324,13 @@ def compare_flow(
         optimizer = dataclasses.replace(optimizer, bias_correction=False)
     notes: list[str] = []
     eta = expansion_parameter(optimizer, loss, theta0, max(hs))
-    if eta > 0.05:
+    exact = spec.kind in _PRINCIPAL_KINDS and is_quadratic(loss, theta0)
+    if eta > REGIME_LIMIT and not exact:
         notes.append(
-            f"h*lambda_max/(1-beta)^2 = {eta:.3g} > 0.05 at h = {max(hs):g}: outside the asymptotic regime, "
-            "fitted orders may be off"
+            f"h*lambda_max/(1-beta)^2 = {eta:.3g} > {REGIME_LIMIT:g} at h = {max(hs):g}: outside the asymptotic "
+            "regime, the fitted order says nothing about R"
         )
-    max_errors, curves, trajectories, floors = [], [], [], []
+    result = FlowResult(spec.label, spec.order, list(hs), [], None, [], [], [], notes, None, eta, [], [])
     flow_obj = build_flow(spec, optimizer, loss, hs[0], truncation)
     pad = max(max(1, int(round(T / h))) for h in hs)
     # The burn-in is a fixed *time*, the same for every h, so that every comparison window starts at the same point
@@ -260,30 +341,63 @@ def compare_flow(
             burn_time = max(default_burn_in(optimizer, h, spec.order) * h for h in hs)
         else:
             burn_time = burn_in * max(hs)
+    diverged = False
     for i, h in enumerate(hs):
         steps = max(1, int(round(T / h)))
         n0 = int(math.ceil(burn_time / h - 1e-9))
-        m0 = _start_momenta(optimizer, loss, theta0, h, init, spec.order)
+        m0, how = _start_momenta(optimizer, loss, theta0, h, init, spec.order)
         traj = simulate(optimizer, loss, theta0, n0 + steps, h=h, m0=m0, record=False)
+        result.start.append(how)
         if traj.diverged:
-            raise FloatingPointError(f"the optimizer diverged at step {int(traj.diverged_at)} for h = {h:g}")
-        iterates = np.asarray(traj.theta[n0:])
-        try:
-            values, floor = flow_values(spec, flow_obj, jnp.asarray(iterates[0]), h, steps, rtol, pad)
-        except SolveError as exc:
-            raise SolveError(f"{spec.label}, h = {h:g}: {exc}", exc.t_failed) from None
-        errors = np.linalg.norm(iterates - values, axis=-1)
-        max_errors.append(float(errors.max()))
-        curves.append((np.arange(steps + 1) * h, errors))
-        trajectories.append((iterates, values))
-        floors.append(floor)
-        if floor > 0 and errors.max() < 100 * floor:
-            notes.append(
-                f"h = {h:g}: solver error floor {floor:.2e} is within 100x of the measured error {errors.max():.2e}"
-            )
+            diverged = True
+            result.diverged_at.append(int(traj.diverged_at))
+            result.max_error.append(None)
+            result.curves.append((np.arange(steps + 1) * h, np.full(steps + 1, np.nan)))
+            result.trajectories.append((np.asarray(traj.theta[n0:]), None))
+            result.solver_floor.append(None)
+            notes.append(f"h = {h:g}: the optimizer diverged at step {int(traj.diverged_at)} (non-finite iterates)")
+        else:
+            result.diverged_at.append(None)
+            iterates = np.asarray(traj.theta[n0:])
+            try:
+                values, floor = flow_values(spec, flow_obj, jnp.asarray(iterates[0]), h, steps, rtol, pad)
+            except SolveError as exc:
+                raise SolveError(f"{spec.label}, h = {h:g}: {exc}", exc.t_failed) from None
+            errors = np.linalg.norm(iterates - values, axis=-1)
+            result.max_error.append(float(errors.max()))
+            result.curves.append((np.arange(steps + 1) * h, errors))
+            result.trajectories.append((iterates, values))
+            result.solver_floor.append(floor)
+            if floor > 0 and errors.max() < 100 * floor and not exact:
+                notes.append(
+                    f"h = {h:g}: solver error floor {floor:.2e} is within 100x of the measured error {errors.max():.2e}"
+                )
+        if on_step_size is not None:
+            on_step_size(result)
         if progress is not None:
             progress(i + 1, len(hs))
-    fit = fit_order(hs, max_errors) if len(hs) >= 2 and all(e > 0 for e in max_errors) else None
+    errs = result.max_error
+    if not diverged and len(hs) >= 2 and all(e is not None and e > 0 for e in errs):
+        result.fit = fit_order(hs, errs)
+        if len(hs) >= 4:
+            result.corrected_fit = fit_order_corrected(hs, errs)
+    if exact and not diverged:
+        scale = 1.0 + float(jnp.max(jnp.abs(theta0)))
+        worst = max(errs)
+        ok = worst <= 1e-9 * scale
+        measured = None if result.fit is None else result.fit.order
+        result.verdict = Verdict(
+            spec.order, measured, None, "consistent" if ok else "not consistent",
+            f"the principal flow is exact on a quadratic loss: max error {worst:.2e} "
+            f"{'<=' if ok else '>'} 1e-9 x {scale:.3g} at every h (fitted orders mean nothing here)",
+        )
+    else:
+        judged = result.corrected_fit if result.corrected_fit is not None else result.fit
+        result.verdict = order_verdict(spec.order, judged, regime=eta, diverged=diverged)
+        if result.corrected_fit is not None:
+            result.verdict = dataclasses.replace(
+                result.verdict, reason=result.verdict.reason + "; fit log e = a + p log h + c h/h_max (the h^(R+1) "
+                "term of the error expansion)")
     for note in notes:
         warnings.warn(note, AccuracyWarning, stacklevel=2)
-    return FlowResult(spec.label, spec.order, list(hs), max_errors, fit, curves, trajectories, floors, notes)
+    return result

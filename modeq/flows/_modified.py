@@ -17,7 +17,7 @@ Two truncations of the same series:
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import equinox as eqx
 import jax
@@ -32,17 +32,59 @@ from ..series._taylor import evaluate_polynomial, taylor_coefficients
 TRUNCATIONS = ("taylor", "direct")
 
 
+class RegimeWarning(UserWarning):
+    r"""A series in $h$ is evaluated where $h\lambda_{\max}/(1-\beta)^2 > 0.05$: outside the regime where the
+    expansion means something (its terms grow like powers of that number)."""
+
+
+@eqx.filter_jit
+def _power_iteration(grad, theta, iterations: int = 30):
+    def body(_, carry):
+        v, _lam = carry
+        w = jax.jvp(grad, (theta,), (v,))[1]
+        lam = jnp.linalg.norm(w)
+        return jnp.where(lam > 0, w / jnp.where(lam > 0, lam, 1.0), v), lam
+
+    v0 = jnp.ones_like(theta) / jnp.sqrt(theta.size)
+    return jax.lax.fori_loop(0, iterations, body, (v0, jnp.zeros(())))[1]
+
+
 class VectorField(eqx.Module):
     r"""A vector field $\theta \mapsto f(\theta)$ with its step size: call as ``field(theta)`` or, for diffrax, as
-    ``field.term(t, y, args)``. ``h`` is an array field, so changing it does not retrace."""
+    ``field.term(t, y, args)``. ``h`` is an array field, so changing it does not retrace.
+
+    A series field (``regime_beta`` set: modified fields and memoryless maps) called eagerly on a concrete ``theta``
+    warns (:class:`RegimeWarning`) when $h\lambda_{\max}(\theta)/(1-\beta)^2 > 0.05$ ($\lambda_{\max}$ by power
+    iteration) or when the value is not finite; traced calls (inside jit, diffrax) are not checked."""
 
     fn: Callable = eqx.field(static=True)
     h: jax.Array
     name: str = eqx.field(static=True, default="field")
     order: int = eqx.field(static=True, default=1)
+    regime_beta: Optional[float] = eqx.field(static=True, default=None)
+    regime_grad: Optional[Callable] = eqx.field(static=True, default=None)
 
     def __call__(self, theta):
-        return self.fn(theta, self.h)
+        out = self.fn(theta, self.h)
+        if self.regime_beta is not None and not isinstance(theta, jax.core.Tracer) and not isinstance(
+                self.h, jax.core.Tracer):
+            self._check_regime(jnp.asarray(theta), out)
+        return out
+
+    def _check_regime(self, theta, out) -> None:
+        import warnings
+
+        if theta.ndim != 1 or self.regime_grad is None:
+            return
+        lam = float(_power_iteration(self.regime_grad, theta))
+        x = float(self.h) * lam / (1.0 - self.regime_beta) ** 2
+        if x > 0.05 or not bool(jnp.all(jnp.isfinite(out))):
+            warnings.warn(
+                f"{self.name}: h*lambda_max/(1-beta)^2 = {x:.3g} at this theta (h = {float(self.h):g}, beta = "
+                f"{self.regime_beta:g}): the series in h is meaningful only well below 0.05"
+                + ("; the value is not finite" if not bool(jnp.all(jnp.isfinite(out))) else ""),
+                RegimeWarning, stacklevel=3,
+            )
 
     def term(self, t, y, args):
         """The field in diffrax's ``ODETerm`` signature ``(t, y, args) -> f(y)`` (autonomous: ``t`` is ignored)."""
@@ -99,7 +141,8 @@ def modified_field(
         def fn(theta, hh):
             return log_of_orbit(orbit(theta, hh, order)) / hh
 
-    return VectorField(fn, jnp.asarray(h, dtype=jnp.float64), f"modified:{order}", order)
+    return VectorField(fn, jnp.asarray(h, dtype=jnp.float64), f"modified:{order}", order,
+                       optimizer.slowest_decay() if order > 1 else None, grad)
 
 
 def memoryless_map(optimizer: Optimizer, loss: Callable, *, h, order: int, truncation: str = "taylor") -> VectorField:
@@ -119,7 +162,8 @@ def memoryless_map(optimizer: Optimizer, loss: Callable, *, h, order: int, trunc
 
     else:
         fn = step
-    return VectorField(fn, jnp.asarray(h, dtype=jnp.float64), f"memoryless:{order}", order)
+    return VectorField(fn, jnp.asarray(h, dtype=jnp.float64), f"memoryless:{order}", order,
+                       optimizer.slowest_decay() if order > 1 else None, jax.grad(loss))
 
 
 def gradient_field(optimizer: Optimizer, loss: Callable, *, h=1.0) -> VectorField:

@@ -105,7 +105,7 @@ class HeavyBall(Optimizer):
         return 1.0 / (1.0 - float(self.hyper["beta"]))
 
     def heavy_ball_form(self):
-        return HeavyBallForm(float(self.hyper["beta"]), 1.0, False)
+        return HeavyBallForm(float(self.hyper["beta"]), 0.0, False)
 
     def symbolic_series(self):
         return "hb"
@@ -129,7 +129,7 @@ class Nesterov(Optimizer):
     cli_name = "nesterov"
 
     def heavy_ball_form(self):
-        return HeavyBallForm(float(self.hyper["beta"]), 1.0, True)
+        return HeavyBallForm(float(self.hyper["beta"]), 0.0, True)
 
 
 class SGDM(Optimizer):
@@ -142,7 +142,7 @@ class SGDM(Optimizer):
 
     def heavy_ball_form(self):
         b = float(self.hyper["beta"])
-        return HeavyBallForm(b, 1.0 - b, False)
+        return HeavyBallForm(b, b, False)
 
 
 class SGDMStandard(Optimizer):
@@ -155,7 +155,7 @@ class SGDMStandard(Optimizer):
         return (1.0 - float(self.hyper["dampening"])) / (1.0 - float(self.hyper["beta"]))
 
     def heavy_ball_form(self):
-        return HeavyBallForm(float(self.hyper["beta"]), 1.0 - float(self.hyper["dampening"]), False)
+        return HeavyBallForm(float(self.hyper["beta"]), float(self.hyper["dampening"]), False)
 
 
 def heavy_ball(beta: float = 0.9) -> Optimizer:
@@ -277,6 +277,12 @@ class Adam(Optimizer):
         return AdaptiveForm(float(hp["b1"]), float(hp["b2"]), float(hp["eps"]), float(hp["eps_root"]),
                             float(hp["weight_decay"]), False)
 
+    def cli_params(self):
+        out = super().cli_params()
+        if self.name == "adam":  # adam() has no weight decay argument (it is 0)
+            out.pop("weight_decay", None)
+        return out if self.bias_correction else out | {"bias_correction": False}
+
     def cli_spec(self, h=None):
         if self.name == "adamw":
             return super().cli_spec(h).replace("--optimizer adam", "--optimizer adamw", 1)
@@ -305,7 +311,8 @@ class RMSProp(Optimizer):
         hp = self.hyper
         inside = float(hp["eps_root"]) > 0 or float(hp["eps"]) == 0
         out = {"decay": float(hp["decay"]), "eps": float(hp["eps_root"] if inside else hp["eps"])}
-        return out if inside else out | {"eps_in_sqrt": False}
+        out = out if inside else out | {"eps_in_sqrt": False}
+        return out | {"bias_correction": True} if self.bias_correction else out
 
 
 def _adam_like(name, direction, b1, b2, eps, eps_root, weight_decay, bias_correction) -> Optimizer:

@@ -50,11 +50,18 @@ class MomentumVariable:
 
 class HeavyBallForm(NamedTuple):
     r"""The optimizer is heavy-ball (``nesterov=False``) or Nesterov (``nesterov=True``) with momentum ``beta`` and step
-    ``scale * h``: what the closed-form modified losses and the principal flow need to know."""
+    $(1 - \delta) h$, $\delta$ = ``step_reduction`` (0 for heavy-ball, $\beta$ for normalized SGDM, the dampening for
+    standard SGDM): what the closed-form modified losses need to know (kept as $\delta$ so that $1-\delta$ is exact
+    in rational arithmetic)."""
 
     beta: float
-    scale: float
+    step_reduction: float
     nesterov: bool
+
+    @property
+    def scale(self) -> float:
+        r"""The step multiplier $1 - \delta$."""
+        return 1.0 - self.step_reduction
 
 
 class AdaptiveForm(NamedTuple):

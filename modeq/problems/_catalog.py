@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validation import check_int_at_least, check_positive
+from .._validation import MAX_DENSE_DIM, MAX_DIM, check_int_at_least, check_positive, check_size
 from ._problem import Problem
 
 
@@ -38,6 +38,7 @@ def quadratic(d: int = 20, *, seed: int = 0, condition: float = 10.0, lambda_max
     geometrically in $[\lambda_{\max}/\kappa, \lambda_{\max}]$. The minimizer is $\theta^* = 0$.
     """
     d = check_int_at_least("d", d, 1)
+    check_size("d", d, limit=MAX_DENSE_DIM, per_unit_bytes=8.0 * d, what="the dense d x d matrix")
     check_positive("condition", condition)
     check_positive("lambda_max", lambda_max)
     rng = np.random.default_rng(seed)
@@ -106,8 +107,8 @@ def rosenbrock(stiffness: float = 10.0) -> Problem:
 def logistic(n: int = 32, d: int = 3, *, seed: int = 0, ridge: float = 0.0) -> Problem:
     r"""Logistic regression $L(\theta) = \frac1n\sum_i \log(1 + e^{-y_i x_i^\top\theta}) + \frac{\rho}{2}\|\theta\|^2$
     on fixed synthetic data (labels from a noisy linear teacher, so the data are not separable)."""
-    n = check_int_at_least("n", n, 1)
-    d = check_int_at_least("d", d, 1)
+    n = check_size("n", n, what="the data")
+    d = check_size("d", d, limit=MAX_DIM // n, per_unit_bytes=8.0 * n, what="the n x d data")
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, d))
     w = rng.standard_normal(d)
@@ -135,8 +136,8 @@ def linear_overparam(n: int = 5, d: int = 10, *, seed: int = 0) -> Problem:
 
     Minimizers: the affine subspace $X\theta = y$ of dimension $d - n$.
     """
-    n = check_int_at_least("n", n, 1)
-    d = check_int_at_least("d", d, 1)
+    n = check_size("n", n, what="the data")
+    d = check_size("d", d, limit=MAX_DIM // n, per_unit_bytes=8.0 * n, what="the n x d data")
     if n >= d:
         raise ValueError(f"linear_overparam needs n < d, got n={n}, d={d}")
     rng = np.random.default_rng(seed)
@@ -162,7 +163,9 @@ def mlp(d: int = 1000, *, inputs: int = 8, n: int = 64, seed: int = 0) -> Proble
     The width $m$ is the largest with $m(\text{inputs} + 2) + 1 \le d$, so the parameter count is about ``d``
     (``Problem.dim`` gives the exact number). Targets come from a random teacher network of width 4.
     """
-    d = check_int_at_least("d", d, inputs + 3)
+    inputs = check_size("inputs", inputs, what="the inputs")
+    n = check_size("n", n, limit=100_000, per_unit_bytes=8.0 * inputs, what="the n x inputs data")
+    d = check_size("d", d, low=inputs + 3)
     width = (d - 1) // (inputs + 2)
     rng = np.random.default_rng(seed)
     x = jnp.asarray(rng.standard_normal((n, inputs)))
@@ -250,8 +253,11 @@ def diagonal_net(d: int = 10, n: int = 5, *, sparsity: int = 2, seed: int = 0) -
     Parameters $\theta = (u, v) \in \mathbb R^{2d}$; loss $\frac1{2n}\sum_i (f(z_i) - y_i)^2$ with $y = Z w^*$,
     $w^*$ ``sparsity``-sparse. $\Gamma = \{Z(u\odot u - v\odot v) = y\}$ (THEORY.md B4.3).
     """
-    d = check_int_at_least("d", d, 2)
-    n = check_int_at_least("n", n, 1)
+    d = check_size("d", d, low=2, limit=MAX_DIM // 2)
+    n = check_size("n", n, limit=MAX_DIM // d, per_unit_bytes=8.0 * d, what="the n x d data")
+    sparsity = check_int_at_least("sparsity", sparsity, 0)
+    if sparsity > d:
+        raise ValueError(f"sparsity must be <= d = {d}, got {sparsity}")
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((n, d))
     w_star = np.zeros(d)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import importlib.util
 import os
 import sys
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._validation import check_theta0
 from ._catalog import PROBLEMS
 from ._problem import Problem
 
@@ -52,9 +54,22 @@ def _load_attr(spec: str):
 
 
 def check_scalar_loss(loss, theta0, name: str = "loss") -> None:
-    """Evaluate ``loss(theta0)`` once and check it returns a finite real scalar."""
+    """Evaluate ``loss(theta0)`` and its gradient once: both must be finite, the value a real scalar.
+
+    ``theta0`` may be a flat vector or a pytree of arrays (flattened with ``jax.flatten_util.ravel_pytree``, as
+    :func:`modeq.optimizers.simulate` does). Raises ``ValueError``/``TypeError`` naming ``name``.
+    """
+    from .._pytree import flatten_loss
+
     try:
-        value = jax.eval_shape(loss, jnp.asarray(theta0))
+        flat_loss, flat0, _ = flatten_loss(loss, theta0, name="theta0")
+        value = jax.eval_shape(flat_loss, flat0)
+    except (ValueError, TypeError) as exc:
+        if str(exc).startswith(("theta0", name)):
+            raise
+        raise ValueError(
+            f"{name}: evaluating it at theta0 (shape {tuple(np.shape(theta0))}) failed: {type(exc).__name__}: {exc}"
+        ) from None
     except Exception as exc:
         raise ValueError(
             f"{name}: evaluating it at theta0 (shape {tuple(np.shape(theta0))}) failed: {type(exc).__name__}: {exc}"
@@ -63,6 +78,31 @@ def check_scalar_loss(loss, theta0, name: str = "loss") -> None:
         raise ValueError(f"{name} must return a scalar, got shape {getattr(value, 'shape', None)}")
     if not jnp.issubdtype(value.dtype, jnp.floating):
         raise TypeError(f"{name} must return a real floating-point scalar, got dtype {value.dtype}")
+    try:
+        v, g = jax.value_and_grad(flat_loss)(flat0)
+    except Exception as exc:
+        raise ValueError(f"{name}: its gradient at theta0 failed: {type(exc).__name__}: {exc}") from None
+    if not np.isfinite(float(v)):
+        raise ValueError(f"{name}: its value at theta0 is {float(v)}, not finite; choose another theta0 or loss")
+    bad = np.flatnonzero(~np.isfinite(np.asarray(g)))
+    if bad.size:
+        raise ValueError(
+            f"{name}: its gradient at theta0 is not finite ({bad.size} of {g.size} entries, first: entry "
+            f"{int(bad[0])} = {float(np.asarray(g)[bad[0]])}); choose another theta0 or loss"
+        )
+
+
+def problem_options(name: str) -> dict:
+    """The options of the built-in problem ``name`` (its keyword arguments) with their defaults."""
+    sig = inspect.signature(PROBLEMS[name])
+    return {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def _file_theta0(spec: str, default: Any) -> np.ndarray:
+    try:
+        return check_theta0("theta0", default)
+    except ValueError as exc:
+        raise ValueError(f"theta0: the THETA0 of {spec!r}: {str(exc).removeprefix('theta0').lstrip(': ')}") from None
 
 
 def resolve_problem(spec: str, theta0: Optional[Any] = None) -> Problem:
@@ -74,15 +114,26 @@ def resolve_problem(spec: str, theta0: Optional[Any] = None) -> Problem:
 
     ``theta0`` (a sequence of floats) overrides the default initial point; its length must equal the dimension.
     """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"loss: expected a problem name or 'file.py:function', got {spec!r}")
+    if theta0 is not None:
+        theta0 = check_theta0("theta0", theta0)
     head, _, rest = spec.partition(":")
     if head in PROBLEMS:
         kwargs = {}
+        options = problem_options(head)
         if rest:
             for item in rest.split(","):
                 key, eq, val = item.partition("=")
-                if not eq:
+                key = key.strip()
+                if not eq or not key:
                     raise ValueError(f"loss: options of {head!r} must be key=value, got {item!r}")
-                kwargs[key.strip()] = _parse_value(val.strip())
+                if key not in options:
+                    valid = ", ".join(f"{k}={v}" for k, v in options.items()) or "none"
+                    raise ValueError(f"loss: unknown option {key!r} for problem {head!r}; valid: {valid}")
+                if key in kwargs:
+                    raise ValueError(f"loss: option {key!r} of {head!r} given twice")
+                kwargs[key] = _parse_value(val.strip())
         try:
             problem = PROBLEMS[head](**kwargs)
         except TypeError as exc:
@@ -98,14 +149,11 @@ def resolve_problem(spec: str, theta0: Optional[Any] = None) -> Problem:
         default = getattr(module, "THETA0", None)
         if theta0 is None and default is None:
             raise ValueError(f"theta0: the loss {spec!r} has no THETA0; pass --theta0 \"a,b,...\"")
-        start = jnp.asarray(np.asarray(default if theta0 is None else theta0, dtype=float).ravel())
-        problem = Problem(name=spec, loss=fn, theta0=start, description=f"user loss {spec}")
+        start = theta0 if theta0 is not None else _file_theta0(spec, default)
+        problem = Problem(name=spec, loss=fn, theta0=jnp.asarray(start), description=f"user loss {spec}")
     if theta0 is not None:
-        start = np.asarray(theta0, dtype=float).ravel()
-        if start.shape != (problem.dim,):
-            raise ValueError(f"theta0 must have {problem.dim} entries for loss {spec!r}, got {start.size}")
-        if not np.all(np.isfinite(start)):
-            raise ValueError("theta0 must contain only finite values")
-        problem = Problem(**{**problem.__dict__, "theta0": jnp.asarray(start)})
+        if theta0.shape != (problem.dim,):
+            raise ValueError(f"theta0 must have {problem.dim} entries for loss {spec!r}, got {theta0.size}")
+        problem = Problem(**{**problem.__dict__, "theta0": jnp.asarray(theta0)})
     check_scalar_loss(problem.loss, problem.theta0)
     return problem

@@ -231,19 +231,14 @@ def _sq_term(loss, c: Fraction, h: float, source: str, h_power: int = 1) -> Term
                 _sign(c), source)
 
 
-def _momentum_like(optimizer: Optimizer) -> tuple[Fraction, Fraction, str]:
-    """(beta, effective step multiplier a, kind): the optimizer is HB/Nesterov with step a*h."""
-    name, hp = optimizer.name, optimizer.hyper
-    if name in ("heavy_ball", "heavy_ball_two_step"):
-        return _frac(hp["beta"]), Fraction(1), "hb"
-    if name == "nesterov":
-        return _frac(hp["beta"]), Fraction(1), "nesterov"
-    if name == "sgdm":  # m = beta m + (1-beta) g, x -= eta m  <=>  HB with h = eta (1 - beta)
-        b = _frac(hp["beta"])
-        return b, 1 - b, "hb"
-    if name == "sgdm_standard":  # b = mu b + (1-tau) g, x -= gamma b  <=>  HB with h = gamma (1 - tau)
-        return _frac(hp["beta"]), 1 - _frac(hp["dampening"]), "hb"
-    raise KeyError(name)
+def _momentum_like(optimizer: Optimizer) -> Optional[tuple[Fraction, Fraction, str]]:
+    """(beta, effective step multiplier a, kind) when the optimizer is HB/Nesterov with step a*h (normalized SGDM:
+    a = 1 - beta; standard SGDM: a = 1 - dampening), else ``None``; asked of the optimizer
+    (:meth:`~modeq.optimizers.Optimizer.heavy_ball_form`)."""
+    form = optimizer.heavy_ball_form()
+    if form is None:
+        return None
+    return _frac(form.beta), 1 - _frac(form.step_reduction), "nesterov" if form.nesterov else "hb"
 
 
 def _not_gradient_hb(name: str, order: int) -> ValueError:
@@ -279,17 +274,14 @@ def modified_loss(
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     name = optimizer.name
-    if name == "gd":
+    if optimizer.is_gradient_descent:
         return _gd(loss, h, form, order)
-    try:
-        beta, a, kind = _momentum_like(optimizer)
-    except KeyError:
-        pass
-    else:
-        return _heavy_ball(name, loss, h, form, order, beta, a, kind)
-    if name in ("adam", "adamw", "nadam", "rmsprop"):
+    hb = _momentum_like(optimizer)
+    if hb is not None:
+        return _heavy_ball(name, loss, h, form, order, *hb)
+    if optimizer.adaptive_form() is not None:
         return _adaptive(optimizer, loss, h, form, order, exact)
-    if name.startswith("lion"):
+    if optimizer.lion_form() is not None:
         return _lion(optimizer, loss, h, form, order, exact)
     raise ValueError(f"optimizer: no modified loss is implemented for {name!r}; use modeq.flows.modified_field")
 
@@ -348,13 +340,8 @@ def _heavy_ball(name, loss, h, form, order, beta, a, kind) -> ModifiedLoss:
 
 
 def _adaptive_setup(optimizer):
-    hp = optimizer.hyper
-    if optimizer.name == "rmsprop":
-        b1, b2, lam = Fraction(0), _frac(hp["decay"]), 0.0
-    else:
-        b1, b2, lam = _frac(hp["b1"]), _frac(hp["b2"]), float(hp["weight_decay"])
-    eps, eps_root = float(hp["eps"]), float(hp["eps_root"])
-    return b1, b2, lam, eps, eps_root
+    form = optimizer.adaptive_form()
+    return _frac(form.b1), _frac(form.b2), form.weight_decay, form.eps, form.eps_root
 
 
 def _precond(loss, eps, eps_root):
@@ -381,7 +368,7 @@ def _adaptive(optimizer, loss, h, form, order, exact) -> ModifiedLoss:
         raise ValueError(f"order: only order <= 2 modified losses exist for {name} (eps -> 0 form); use "
                          "modeq.flows.modified_field for higher orders")
     grad = jax.grad(loss)
-    w1 = b1**2 / (1 - b1) if name == "nadam" else b1 / (1 - b1)
+    w1 = b1**2 / (1 - b1) if optimizer.adaptive_form().nesterov else b1 / (1 - b1)
     c = w1 - b2 / (1 - b2)
     terms: list = []
     wd = lam
@@ -426,18 +413,15 @@ def _adaptive(optimizer, loss, h, form, order, exact) -> ModifiedLoss:
 
 def _lion(optimizer, loss, h, form, order, exact) -> ModifiedLoss:
     name = optimizer.name
-    hp = optimizer.hyper
-    rho1, rho2, lam = _frac(hp["b1"]), _frac(hp["b2"]), float(hp["weight_decay"])
-    if name not in ("lion", "lion_smooth_l1"):
+    lf = optimizer.lion_form()
+    rho1, rho2, lam = _frac(lf.b1), _frac(lf.b2), lf.weight_decay
+    if lf.K not in ("l1", "smooth_l1"):
         raise ValueError(f"optimizer: the modified loss of {name} (K other than l1 / smooth_l1) is not implemented; "
                          "use modeq.flows.modified_field")
     grad = jax.grad(loss)
     delta = 0.0
-    if name == "lion_smooth_l1":
-        # recover eps of K = sum sqrt(x^2 + eps) from the direction: D(g) = g/sqrt(g^2+eps) at theta-independent g
-        x = jnp.asarray([1.0])
-        d = optimizer.direction((x,), (x,), x, jnp.zeros(1), 1.0, None)[0] - 0.0
-        delta = float(1.0 / d**2 - 1.0)
+    if lf.K == "smooth_l1":
+        delta = float(lf.eps)  # K = sum sqrt(x^2 + eps)
         if exact:
             raise ValueError(
                 f"exact: Lion-K with K = ||.||_(1,eps), eps = {delta:g} > 0, has the memory correction "

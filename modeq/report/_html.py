@@ -182,16 +182,15 @@ def _convergence_html(report: Report) -> str:
     hs = sec.result[0].h
     rows = []
     for res in sec.result:
-        if res.fit is not None:
-            lo, hi = res.fit.ci
-            fitted, ci = f"{res.fit.order:.3f}", f"[{lo:.3f}, {hi:.3f}]"
-            ok = lo <= res.order <= hi or abs(res.fit.order - res.order) < 0.15
-            verdict = "consistent" if ok else "differs"
-        else:
-            fitted, ci, verdict = "-", "-", "no fit"
-        rows.append([res.flow, res.order, *[f"{e:.3e}" for e in res.max_error], fitted, ci, verdict])
+        v = res.verdict.to_dict()
+        fitted = "-" if v["measured"] is None else f"{v['measured']:.3f}"
+        ci = "-" if v["interval"] is None else f"[{v['interval'][0]:.3f}, {v['interval'][1]:.3f}]"
+        errors = [("diverged" if e is None else f"{e:.3e}") for e in res.max_error]
+        rows.append([res.flow, res.order, *errors, fitted, ci, v["verdict"]])
     parts.append(_table(["flow", "expected order R", *[f"h = {h:g}" for h in hs], "fitted order", "95% CI",
-                         "fit vs R"], rows))
+                         "verdict"], rows))
+    reasons = [f"{res.flow}: {res.verdict.reason}" for res in sec.result]
+    parts.append("<ul>" + "".join(f'<li class="note">{_e(r)}</li>' for r in reasons) + "</ul>")
     notes = sorted({n for r in sec.result for n in r.warnings})
     if notes:
         parts.append("<ul>" + "".join(f'<li class="note">warning: {_e(n)}</li>' for n in notes) + "</ul>")
@@ -264,10 +263,11 @@ def _summary_html(report: Report) -> str:
     items = []
     conv = report.convergence
     for res in conv.result or []:
-        if res.fit is not None:
-            lo, hi = res.fit.ci
-            items.append(f"<li><b>{_e(res.flow)}</b>: fitted order <b>{res.fit.order:.3f}</b>, 95% CI "
-                         f"[{lo:.3f}, {hi:.3f}] (expected {res.order})</li>")
+        v = res.verdict.to_dict()
+        fitted = "-" if v["measured"] is None else f"{v['measured']:.3f}"
+        ci = "" if v["interval"] is None else f", 95% CI [{v['interval'][0]:.3f}, {v['interval'][1]:.3f}]"
+        items.append(f"<li><b>{_e(res.flow)}</b>: fitted order <b>{fitted}</b>{ci} (expected {res.order}): "
+                     f"<b>{_e(v['verdict'])}</b></li>")
     pf = report.principal
     if pf.result is not None:
         items.append(f"<li><b>principal flow</b>: max |iterate - Re flow| = {float(pf.result['errors'].max()):.3e} "

@@ -11,12 +11,12 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..compare import AccuracyWarning, compare_flow, parse_flow
+from ..compare import AccuracyWarning, parse_flow
+from ..studies import default_horizon, default_step_sizes, flow_study
 from ..optimizers import DivergenceWarning, simulate
 from ..optimizers._spec import Optimizer
 from ..problems import Problem
 
-PRINCIPAL_OPTIMIZERS = ("gd", "heavy_ball", "heavy_ball_two_step")  # modeq.flows._principal._SUPPORTED
 # Errors a section may raise on a valid command line (the optimizer diverges, a solve fails, an optimizer has no
 # smooth modified equation, ...): the section reports it and the other sections still run.
 _SECTION_ERRORS = (ValueError, TypeError, FloatingPointError, ArithmeticError, RuntimeError, KeyError)
@@ -87,24 +87,13 @@ def default_flows(optimizer: Optimizer) -> list:
 
 
 def default_hs(optimizer: Optimizer, loss: Optional[Callable] = None, theta0=None) -> list:
-    r"""Three step sizes $h, h/2, h/4$ in the asymptotic regime: $h = 0.01$ for GD, $4\times10^{-4}$ for momentum
-    methods, lowered (to 1, 2 or 5 times a power of ten) until $h\lambda_{\max}/(1-\beta)^2 \le 0.05$ at ``theta0``
-    when the loss is given (:func:`modeq.compare.expansion_parameter`; THEORY.md A3)."""
-    h = 4e-4 if optimizer.momenta else 0.01
-    if loss is not None and theta0 is not None:
-        from ..compare import expansion_parameter
-
-        per_h = expansion_parameter(optimizer, loss, theta0, 1.0)
-        if per_h > 0 and h * per_h > 0.05:
-            cap = 0.05 / per_h
-            k = math.floor(math.log10(cap))
-            h = max(m * 10.0**k for m in (1, 2, 5) if m * 10.0**k <= cap)
-    return [h, h / 2, h / 4]
+    r"""Three step sizes $h, h/2, h/4$ inside the asymptotic regime (:func:`modeq.studies.default_step_sizes`)."""
+    return default_step_sizes(optimizer, loss, theta0, count=3)
 
 
 def default_T(optimizer: Optimizer) -> float:
-    """Time horizon of the convergence study: 0.5, or 0.1 for momentum methods (their step sizes are 25x smaller)."""
-    return 0.1 if optimizer.momenta else 0.5
+    """Time horizon of the convergence study (:func:`modeq.studies.default_horizon`)."""
+    return default_horizon(optimizer)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -173,21 +162,17 @@ def run_report(
     # 1. convergence study (as `modeq compare`)
     conv = Section("convergence")
     start = time.perf_counter()
-    results = []
+    study = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AccuracyWarning)
-            for spec in specs:
-                before = done[0]
-                results.append(compare_flow(
-                    optimizer, problem.loss, problem.theta0, spec, hs, T, init=init, truncation=truncation,
-                    progress=lambda i, n, spec=spec, before=before: tick(f"convergence: {spec.label}",
-                                                                         before + i - done[0]),
-                ))
-        conv.result = results
+            study = flow_study(
+                optimizer, problem.loss, problem.theta0, flows, hs, T, problem=problem.name, init=init,
+                truncation=truncation, progress=lambda label, i, n: tick(f"convergence: {label}", i - done[0]),
+            )
+        conv.result = study.results
     except _SECTION_ERRORS as exc:
         conv.error = _first_line(exc)
-        conv.result = results or None
         tick("convergence", len(specs) * len(hs) - done[0])
     conv.seconds = time.perf_counter() - start
 
@@ -196,7 +181,7 @@ def run_report(
         progress("principal flow", done[0], total)
     pf = Section("principal")
     start = time.perf_counter()
-    if optimizer.name not in PRINCIPAL_OPTIMIZERS:
+    if optimizer.principal_flow_momentum() is None:
         pf.skipped = (
             f"skipped: modeq defines the principal flow for gradient descent and heavy-ball only (THEORY.md A4, D6: "
             f"it sums the principal terms of the modified equation in closed form through the root r_*(h lambda) of "

@@ -58,20 +58,27 @@ def noise_sqrt(oracle: Oracle, theta: jax.Array) -> jax.Array:
 
 
 def effective_lr_factor(optimizer: Any) -> float:
-    r"""Factor $c$ with effective LR $= c\\cdot h$ for the optimizers whose $\\alpha<1$ SDE is the SGD SDE."""
+    r"""Factor $c$ with effective LR $= c\,h$ for the optimizers whose $\alpha<1$ SDE is the SGD SDE: asks
+    ``optimizer.sme_lr_factor()`` (1 for SGD and normalized SGDM, $1/(1-\beta)$ for heavy ball,
+    $(1-\tau)/(1-\mu)$ for standard SGDM with dampening $\tau$; Li, Tai & E 2019; Wang et al. arXiv 2307.15196,
+    Thm. 4.5). ``None`` (plain SGD) gives 1. Raises ``ValueError`` naming the optimizer when it has no SME."""
     if optimizer is None:
         return 1.0
-    name = getattr(optimizer, "name", optimizer)
-    hp = getattr(optimizer, "hyper", {})
-    if name in ("gd", "sgd", "sgdm"):
-        return 1.0
-    if name in ("heavy_ball", "heavy_ball_two_step"):
-        return 1.0 / (1.0 - float(hp["beta"]))
-    if name == "sgdm_standard":
-        return (1.0 - float(hp.get("dampening", 0.0))) / (1.0 - float(hp["beta"]))
-    raise ValueError(
-        f"optimizer: no SME for {name!r}; supported: gd/sgd, sgdm (normalized), sgdm_standard, heavy_ball"
-    )
+    ask = getattr(optimizer, "sme_lr_factor", None)
+    c = ask() if callable(ask) else None
+    if c is None:
+        from ..optimizers import OPTIMIZERS
+
+        have = []
+        for key, ctor in sorted(OPTIMIZERS.items()):
+            try:
+                if ctor().sme_lr_factor() is not None:
+                    have.append(key)
+            except Exception:  # noqa: BLE001 - constructors needing arguments are simply not listed
+                pass
+        raise ValueError(f"optimizer: no SME for {getattr(optimizer, 'name', optimizer)!r} (its sme_lr_factor() is "
+                         f"None); supported: {', '.join(have)}")
+    return float(c)
 
 
 class _OracleSDE(eqx.Module):
@@ -159,7 +166,8 @@ def sme(
         raise ValueError(f"order must be 1 or 2, got {order!r}")
     c = effective_lr_factor(optimizer)
     name = getattr(optimizer, "name", "sgd") if optimizer is not None else "sgd"
-    if order == 2 and (name not in ("gd", "sgd") or schedule is not None):
+    if order == 2 and ((optimizer is not None and not getattr(optimizer, "is_gradient_descent", False))
+                       or schedule is not None):
         raise ValueError("order: the order-2 SME is implemented for SGD with a constant learning rate only")
     if not callable(getattr(oracle, "covariance", None)):
         raise TypeError("oracle must provide covariance(theta)")

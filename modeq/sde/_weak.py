@@ -1,12 +1,15 @@
-r"""Weak-error studies: $E\varphi(x_k)$ of SGD/SGDM iterates against $E\varphi(X_{k\eta})$ of an SME, over a grid of
-learning rates, with a fitted weak order (``modeq.compare.fit_order``, 95% interval).
+r"""Primitives of the weak-error studies (the studies themselves, with fits and verdicts, are
+:func:`modeq.studies.sme_weak_study`, :func:`~modeq.studies.exact_weak_study` and
+:func:`~modeq.studies.weak_error_study`; this module imports nothing from :mod:`modeq.studies` or
+:mod:`modeq.compare`).
 
-* :func:`exact_weak_study`: quadratic loss + gradient noise with constant covariance (linear-Gaussian, THEORY.md B4.5).
-  SGD's mean and covariance follow the exact linear recursion $m \leftarrow (I-\eta A)m - \eta g_0$,
-  $P \leftarrow (I-\eta A)P(I-\eta A)^\top + \eta^2 C$; the SME's follow a linear ODE solved exactly in the eigenbasis
-  of $A$. No Monte Carlo: the measured orders are deterministic.
-* :func:`weak_error_study`: Monte Carlo for any loss/oracle/optimizer, with standard errors; warns
-  (:class:`MonteCarloWarning`) when the standard error of a difference is larger than the difference itself.
+* Exact linear-Gaussian moments (THEORY.md B4.5): :func:`sgd_moments` (exact linear recursion
+  $m \leftarrow (I-\eta A)m - \eta g_0$, $P \leftarrow (I-\eta A)P(I-\eta A)^\top + \eta^2 C$), :func:`sme_moments`
+  (the SME's linear ODE solved exactly in the eigenbasis of $A$), :func:`sgdm_moments`, :func:`linear_sde_moments`,
+  :func:`momentum_sde_moments`, :func:`gaussian_gradient_variances`.
+* :func:`weak_samples`: Monte Carlo samples of $\varphi(x_{T/\eta})$ (the optimizer) and of $\varphi(X_T)$ (the SME by
+  Euler--Maruyama at several substep counts, with common random numbers when the oracle allows it) at one learning
+  rate, with the number of divergent paths and the linear stability of the optimizer at $\theta_0$.
 """
 
 from __future__ import annotations
@@ -22,10 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import check_int_at_least, check_positive
-from ..compare._order import OrderFit, fit_order
 from ..problems._oracles import GaussianNGOS
 from ..optimizers import gd, simulate
-from ._em import simulate_sde
 from ._sme import sme
 
 
@@ -39,49 +40,6 @@ def _steps(T: float, eta: float) -> int:
     if n < 1 or abs(k - n) > 1e-9 * max(1.0, k):
         raise ValueError(f"eta: T/eta must be a positive integer, got T={T}, eta={eta}")
     return n
-
-
-@dataclasses.dataclass(frozen=True)
-class WeakStudy:
-    """One row per LR: ``errors[name][i]`` = |E phi(x_k) - E phi(X_{k eta})| at k = T/eta, ``stderr`` its Monte Carlo
-    standard error (zeros for exact studies), ``fits[name]`` the fitted weak order."""
-
-    etas: tuple
-    T: float
-    order: int
-    method: str
-    errors: dict
-    stderr: dict
-    fits: dict
-    discrete: dict = dataclasses.field(default_factory=dict)
-    continuous: dict = dataclasses.field(default_factory=dict)
-    paths: int = 0
-    warnings: tuple = ()
-
-    def to_dict(self) -> dict:
-        """JSON-ready study: LRs, errors, standard errors, discrete and SDE values, fitted orders, warnings."""
-        return {
-            "method": self.method,
-            "sme_order": self.order,
-            "T": self.T,
-            "etas": list(self.etas),
-            "paths": self.paths,
-            "errors": {k: list(map(float, v)) for k, v in self.errors.items()},
-            "stderr": {k: list(map(float, v)) for k, v in self.stderr.items()},
-            "discrete": {k: list(map(float, v)) for k, v in self.discrete.items()},
-            "sde": {k: list(map(float, v)) for k, v in self.continuous.items()},
-            "fits": {k: (f.to_dict() if f is not None else None) for k, f in self.fits.items()},
-            "warnings": list(self.warnings),
-        }
-
-
-def _check_etas(etas) -> tuple:
-    etas = tuple(float(e) for e in etas)
-    if len(etas) < 2:
-        raise ValueError(f"etas: need at least 2 learning rates, got {len(etas)}")
-    for e in etas:
-        check_positive("eta", e)
-    return etas
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -208,33 +166,6 @@ def _linear_gaussian(loss, oracle, theta0):
     return A, g0, C
 
 
-def exact_weak_study(loss: Callable, oracle, theta0, etas: Sequence[float], T: float = 1.0, *,
-                     order: int = 1) -> WeakStudy:
-    r"""Weak error of the order-``order`` SME for SGD on a quadratic loss with constant noise covariance, from exact
-    Gaussian moments. Test functions: ``mean`` ($\|E x_k - E X_{k\eta}\|_\infty$) and ``second_moment``
-    ($|E\|x_k\|^2 - E\|X_{k\eta}\|^2|$) at $k = T/\eta$."""
-    etas = _check_etas(etas)
-    T = check_positive("T", T)
-    theta0 = jnp.asarray(theta0, dtype=jnp.float64)
-    A, g0, C = _linear_gaussian(loss, oracle, theta0)
-    x0 = np.asarray(theta0)
-    errs = {"mean": [], "second_moment": []}
-    disc = {"second_moment": []}
-    cont = {"second_moment": []}
-    for eta in etas:
-        n = _steps(T, eta)
-        m, P = sgd_moments(A, g0, C, x0, eta, n)
-        ms, Ps = sme_moments(A, g0, C, x0, eta, T, order)
-        s_d, s_c = float(m @ m + np.trace(P)), float(ms @ ms + np.trace(Ps))
-        errs["mean"].append(float(np.max(np.abs(m - ms))))
-        errs["second_moment"].append(abs(s_d - s_c))
-        disc["second_moment"].append(s_d)
-        cont["second_moment"].append(s_c)
-    fits = {k: fit_order(etas, v) for k, v in errs.items()}
-    zeros = {k: [0.0] * len(etas) for k in errs}
-    return WeakStudy(etas, T, order, "exact-gaussian", errs, zeros, fits, disc, cont)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Monte Carlo
 
@@ -244,107 +175,124 @@ def _default_phi(x):
 
 
 @eqx.filter_jit
-def _coupled_em(sde, x0, keys, dt, steps: int, substeps: int, m: int):
-    r"""Euler--Maruyama of ``sde`` driven by the *same* normals as a :class:`~modeq.problems.GaussianNGOS` run with
-    path key ``k``: LR step $n$ uses $z_n$ = ``normal(fold_in(k, n))``, split into ``substeps`` i.i.d. $N(0, I)$
-    increments $\zeta_j = -z_n/\sqrt s + u_j - \bar u$ (so $\sum_j\zeta_j/\sqrt s = -z_n$ exactly: the iterate's noise
-    is $-\eta\sigma S z_n$)."""
-    sq = jnp.sqrt(dt)  # dt: SDE time of one substep
+def _em_levels(sde, x0, keys, dt_lr, steps: int, finest: int, ratios: tuple, m: int):
+    r"""Euler--Maruyama of ``sde`` at ``finest // r`` substeps per learning-rate step for each ``r`` in ``ratios``, all
+    driven by one Brownian path per key (so the levels, and with the optimizer's keys the iterates, are coupled).
+
+    Learning-rate step $n$ of path key ``k`` uses $z_n$ = ``normal(fold_in(k, n))`` (the draw of a
+    :class:`~modeq.problems.GaussianNGOS` oracle at step $n$), split into ``finest`` i.i.d. $N(0, I)$ increments
+    $\zeta_j = -z_n/\sqrt S + u_j - \bar u$ (so $\sum_j\zeta_j/\sqrt S = -z_n$: the iterate's noise $-\eta\sigma Sz_n$ is
+    the SDE's Brownian increment over that step); a coarser level sums $r$ consecutive fine increments
+    ($\sum_{i\le r}\zeta_i/\sqrt r$, again i.i.d. $N(0, I)$). Returns ``(len(ratios), paths, d)``."""
 
     def one(key):
-        def lr_step(x, n):
-            z = jax.random.normal(jax.random.fold_in(key, n), (m,), dtype=x.dtype)
-            u = jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, n), 0x5EED), (substeps, m),
-                                  dtype=x.dtype)
-            zeta = -z / jnp.sqrt(substeps) + u - u.mean(0)  # the iterate moves by -eta * sigma S z
+        def lr_step(xs, n):
+            z = jax.random.normal(jax.random.fold_in(key, n), (m,), dtype=x0.dtype)
+            u = jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, n), 0x5EED), (finest, m),
+                                  dtype=x0.dtype)
+            zeta = -z / jnp.sqrt(finest) + u - u.mean(0)
+            out = []
+            for x, r in zip(xs, ratios):
+                s = finest // r
+                dt = dt_lr / s
+                inc = zeta.reshape(s, r, m).sum(1) / jnp.sqrt(r)
 
-            def sub(x, j):
-                t = (n * substeps + j) * dt
-                return x + sde.drift(t, x) * dt + (sde.diffusion(t, x) @ zeta[j]) * sq, None
+                def sub(x, j, dt=dt, s=s, inc=inc):
+                    t = (n * s + j) * dt
+                    return x + sde.drift(t, x) * dt + (sde.diffusion(t, x) @ inc[j]) * jnp.sqrt(dt), None
 
-            x, _ = jax.lax.scan(sub, x, jnp.arange(substeps))
-            return x, None
+                out.append(jax.lax.scan(sub, x, jnp.arange(s))[0])
+            return tuple(out), None
 
-        return jax.lax.scan(lr_step, x0, jnp.arange(steps))[0]
+        return jnp.stack(jax.lax.scan(lr_step, tuple(x0 for _ in ratios), jnp.arange(steps))[0])
 
-    return jax.vmap(one)(keys)
+    return jnp.swapaxes(jax.vmap(one)(keys), 0, 1)
 
 
-def weak_error_study(
-    loss: Callable,
-    oracle,
-    theta0,
-    etas: Sequence[float],
-    T: float = 1.0,
-    *,
-    paths: int = 1000,
-    key=None,
-    order: int = 1,
-    optimizer: Any = None,
-    phi: Optional[Callable] = None,
-    substeps: int = 4,
-    method: str = "scan",
-    coupling: str = "auto",
-) -> WeakStudy:
-    r"""Monte Carlo weak error $|E\varphi(x_{T/\eta}) - E\varphi(X_T)|$ of SGD/SGDM iterates (``simulate`` vmapped
-    over ``paths`` keys) against the SME (Euler--Maruyama with ``substeps`` steps per LR step). ``phi`` maps a flat
-    vector to a scalar (default $\|x\|^2$). Emits :class:`MonteCarloWarning` where the standard error of the
-    difference exceeds the difference.
+def step_radius(optimizer, loss: Callable, theta, h: float) -> float:
+    r"""Spectral radius of the Jacobian of one deterministic step of ``optimizer`` (stationary regime, state
+    $(\theta, m)$) on the quadratic model $\frac12(x-\theta)^\top H_+(x-\theta)$, $H_+$ the positive part of
+    $\nabla^2L(\theta)$: above 1 the iteration is linearly unstable in a direction of positive curvature at
+    $\theta$, so its iterates (and their moments) grow geometrically, whatever the noise. (For GD: $\max|1 - h\lambda_i|$.)"""
+    from jax.flatten_util import ravel_pytree
+
+    theta = jnp.asarray(theta, dtype=jnp.float64)
+    H = jax.hessian(loss)(theta)
+    w, V = jnp.linalg.eigh(0.5 * (H + H.T))
+    Hp = (V * jnp.clip(w, 0.0)) @ V.T
+    m0 = optimizer.initial_momenta(theta, jnp.zeros_like(theta), "zero")
+    z0, unravel = ravel_pytree((theta, m0))
+
+    def step(z):
+        x, ms = unravel(z)
+        x1, ms1 = optimizer.step(x, ms, Hp @ (x - theta), jnp.asarray(h, jnp.float64), None)
+        return ravel_pytree((x1, tuple(ms1)))[0]
+
+    J = np.asarray(jax.jacfwd(step)(z0))
+    return float(np.max(np.abs(np.linalg.eigvals(J)))) if J.size else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class WeakSamples:
+    r"""Samples at one learning rate: ``discrete[p]`` = $\varphi(x_{T/\eta})$ of path $p$, ``sde[s][p]`` =
+    $\varphi(X_T)$ by Euler--Maruyama with ``s`` substeps per learning-rate step (every level driven by the same
+    Brownian path; with ``coupling == "crn"`` also the same normals as the iterates), ``diverged`` the number of
+    paths whose iterates became non-finite, ``radius`` the linear-stability radius of the optimizer at $\theta_0$
+    (:func:`step_radius`), ``steps`` = $T/\eta$."""
+
+    eta: float
+    steps: int
+    discrete: np.ndarray
+    sde: dict
+    coupling: str
+    diverged: int
+    radius: float
+
+
+def weak_samples(loss: Callable, oracle, theta0, eta: float, T: float, *, paths: int, key, order: int = 1,
+                 optimizer: Any = None, phi: Optional[Callable] = None, substeps: Sequence[int] = (4,),
+                 coupling: str = "auto") -> WeakSamples:
+    r"""Monte Carlo samples of $\varphi(x_{T/\eta})$ for ``optimizer`` (``simulate`` vmapped over ``paths`` keys) and
+    of $\varphi(X_T)$ for its order-``order`` SME (:func:`~modeq.sde.sme`), by Euler--Maruyama with each substep count
+    in ``substeps`` (each must divide the largest). ``phi`` maps a flat vector to a scalar (default $\|x\|^2$).
 
     ``coupling``: ``"crn"`` drives the SDE with the same normals as the iterates (common random numbers; needs a
-    :class:`~modeq.problems.GaussianNGOS` oracle, whose noise is $\sigma S(\theta)z$ with $z$ shared), and the
-    standard error is that of the paired differences, far smaller than for independent runs; ``"independent"``
-    uses separate streams; ``"auto"`` (default) picks ``"crn"`` whenever the oracle allows it."""
-    etas = _check_etas(etas)
+    :class:`~modeq.problems.GaussianNGOS` oracle, whose noise is $\sigma S(\theta)z$ with $z$ shared); the paired
+    differences then have a far smaller variance than independent runs. ``"independent"`` uses a separate Brownian
+    path; ``"auto"`` picks ``"crn"`` whenever the oracle allows it."""
     T = check_positive("T", T)
+    n = _steps(T, eta)
     paths = check_int_at_least("paths", paths, 2)
-    substeps = check_int_at_least("substeps", substeps, 1)
-    if key is None:
-        key = jax.random.key(0)
-    phi = _default_phi if phi is None else phi
-    optimizer = gd() if optimizer is None else optimizer
+    levels = tuple(check_int_at_least("substeps", s, 1) for s in substeps)
+    finest = max(levels)
+    if any(finest % s for s in levels):
+        raise ValueError(f"substeps: every substep count must divide the largest, got {levels}")
     if coupling not in ("auto", "crn", "independent"):
         raise ValueError(f"coupling must be 'auto', 'crn' or 'independent', got {coupling!r}")
     crn_ok = isinstance(oracle, GaussianNGOS)
     if coupling == "crn" and not crn_ok:
         raise ValueError("coupling: common random numbers need a GaussianNGOS oracle (shared normals)")
     crn = crn_ok and coupling != "independent"
+    phi = _default_phi if phi is None else phi
+    optimizer = gd() if optimizer is None else optimizer
     theta0 = jnp.asarray(theta0, dtype=jnp.float64)
-    errs, ses, disc, cont, warns = [], [], [], [], []
-    for i, eta in enumerate(etas):
-        n = _steps(T, eta)
-        kd, ks = jax.random.split(jax.random.fold_in(key, i))
-        keys = jax.random.split(kd, paths)
-        end = jax.vmap(lambda k: simulate(optimizer, loss, theta0, n, h=eta, oracle=oracle, key=k,
-                                          record=False).theta[-1])(keys)
-        pd = np.asarray(jax.vmap(phi)(end))
-        sde = sme(loss, oracle, eta, order=order, optimizer=optimizer)
-        if crn:
-            m = int(oracle.sqrt(theta0).shape[1])
-            ends = _coupled_em(sde, theta0, keys, jnp.asarray(T / (n * substeps)), n, substeps, m)
-            pc = np.asarray(jax.vmap(phi)(ends))
-        else:
-            res = simulate_sde(sde, theta0, T, n * substeps, paths=paths, key=ks, method=method)
-            pc = np.asarray(jax.vmap(phi)(res.xs[:, -1]))
-        md, mc = float(pd.mean()), float(pc.mean())
-        if crn:
-            se = float(np.std(pd - pc, ddof=1) / math.sqrt(paths))
-        else:
-            se = math.sqrt(pd.var(ddof=1) / paths + pc.var(ddof=1) / paths)
-        bias = abs(md - mc)
-        errs.append(bias)
-        ses.append(se)
-        disc.append(md)
-        cont.append(mc)
-        if se > bias:
-            msg = (f"eta={eta:g}: Monte Carlo standard error {se:.3g} exceeds the measured bias {bias:.3g}; "
-                   f"increase paths")
-            warns.append(msg)
-            warnings.warn(msg, MonteCarloWarning, stacklevel=2)
-    try:
-        fit: Optional[OrderFit] = fit_order(etas, errs)
-    except ValueError:
-        fit = None
-    kind = "crn" if crn else "independent"
-    return WeakStudy(etas, T, order, f"monte-carlo[{getattr(optimizer, 'name', 'sgd')}, {kind}]", {"phi": errs},
-                     {"phi": ses}, {"phi": fit}, {"phi": disc}, {"phi": cont}, paths, tuple(warns))
+    kd, ks = jax.random.split(key)
+    keys = jax.random.split(kd, paths)
+
+    def run(k):
+        tr = simulate(optimizer, loss, theta0, n, h=eta, oracle=oracle, key=k, record=False, save_every=n)
+        return tr.theta[-1], tr.diverged_at
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        end, div = jax.jit(jax.vmap(run))(keys)
+    sde = sme(loss, oracle, eta, order=order, optimizer=optimizer)
+    m = sde.noise_dim(theta0)
+    ends = _em_levels(sde, theta0, keys if crn else jax.random.split(ks, paths), jnp.asarray(T / n), n, finest,
+                      tuple(finest // s for s in levels), m)
+    return WeakSamples(
+        eta=float(eta), steps=n, discrete=np.asarray(jax.vmap(phi)(end)),
+        sde={s: np.asarray(jax.vmap(phi)(ends[i])) for i, s in enumerate(levels)},
+        coupling="crn" if crn else "independent", diverged=int(jnp.sum(div >= 0)),
+        radius=step_radius(optimizer, loss, theta0, eta),
+    )

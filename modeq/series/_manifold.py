@@ -29,10 +29,11 @@ from ._taylor import evaluate_polynomial, taylor_coefficients
 
 
 def _check_reducible(optimizer: Optimizer) -> None:
-    if optimizer.name == "heavy_ball_two_step":
-        raise ValueError(
-            "optimizer: the two-step HB form divides by h; build modified equations from heavy_ball (same iterates)"
-        )
+    obstacle = optimizer.reduction_obstacle()
+    if obstacle is not None:
+        from .._errors import RegimeError
+
+        raise RegimeError(f"optimizer: {optimizer.name} has no slow-manifold reduction: {obstacle}")
 
 
 def manifold_iterate(optimizer: Optimizer, grad: Callable, sweeps: int) -> Callable:

@@ -1,0 +1,68 @@
+"""Losses on pytrees: every public builder flattens ``(loss, theta0)`` the way :func:`modeq.optimizers.simulate`
+does, so a loss on a model's parameter pytree (an equinox module's arrays, a flax ``params`` dict) works as it is.
+
+The flat vector is ``jax.flatten_util.ravel_pytree(theta0)[0]`` in float64; the flat loss is
+``theta -> loss(unravel(theta))``. A loss whose ``theta0`` is already a flat 1-D array is used unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+
+def _is_flat(theta) -> bool:
+    return isinstance(theta, (jax.Array, np.ndarray)) and np.ndim(theta) == 1
+
+
+def flatten_loss(loss: Callable, theta0: Any, *, name: str = "theta0"):
+    """``(flat_loss, flat0, unravel)`` for a loss on a pytree ``theta0``; identity wrapping for flat vectors.
+
+    Raises ``ValueError`` naming ``name`` when ``theta0`` has no array leaves (dimension 0) or a non-numeric leaf.
+    """
+    if not callable(loss):
+        raise TypeError(f"loss must be callable, got {type(loss).__name__}")
+    if _is_flat(theta0):
+        flat0 = jnp.asarray(theta0, dtype=jnp.float64)
+        if flat0.size == 0:
+            raise ValueError(f"{name}: empty; the problem needs dimension >= 1")
+        return loss, flat0, (lambda v: v)
+    try:
+        flat0, unravel = ravel_pytree(theta0)
+    except Exception as exc:
+        raise TypeError(f"{name}: expected an array or a pytree of arrays, got {type(theta0).__name__}: {exc}") from None
+    if flat0.size == 0:
+        raise ValueError(f"{name}: empty (no array leaves); the problem needs dimension >= 1")
+    if not jnp.issubdtype(flat0.dtype, jnp.number):
+        raise TypeError(f"{name}: expected numeric leaves, got dtype {flat0.dtype}")
+    flat0 = jnp.asarray(flat0, dtype=jnp.float64)
+
+    def flat_loss(theta):
+        return loss(unravel(theta))
+
+    return flat_loss, flat0, unravel
+
+
+def pytree_function(fn: Callable, example: Any, *, name: str = "theta") -> Callable:
+    """Wrap ``fn(flat) -> flat`` (a vector field or map built on the flat loss) as ``tree -> tree`` for pytrees shaped
+    like ``example``; unchanged when ``example`` is ``None`` or a flat vector."""
+    if example is None or _is_flat(example):
+        return fn
+    _, unravel = ravel_pytree(example)
+
+    def wrapped(theta, *args):
+        flat, _ = ravel_pytree(theta)
+        return unravel(fn(jnp.asarray(flat, dtype=jnp.float64), *args))
+
+    return wrapped
+
+
+def flat_loss_of(loss: Callable, example: Optional[Any]) -> Callable:
+    """The loss on the flat vector given an example point (``None``: ``loss`` is already on flat vectors)."""
+    if example is None:
+        return loss
+    return flatten_loss(loss, example)[0]

@@ -1,0 +1,144 @@
+"""The documentation site works offline: its formulas render with no network (issue 14, item 3).
+
+The site is built with ``mkdocs build --strict`` into a temporary folder. Two checks:
+
+* static: no page of the built site loads a script, stylesheet, font or image from another host (MathJax is bundled
+  in ``docs/javascripts/``, the theme's web font is off);
+* in a browser: a few pages (the home page, a builder page and a theory page full of formulas, an API page rendered
+  from docstrings) are opened in headless Chromium with the network cut (every host name resolves to nothing, every
+  connection goes to a dead proxy), and the DOM after MathJax ran must hold rendered math (``mjx-container``) for
+  every formula the page has (``.arithmatex`` element), no MathJax error, and no raw TeX delimiter
+  (``\\(``, ``\\[``, ``$$``) left in the visible text.
+
+Without Chromium the browser check skips, except under CI (environment variable ``CI`` set), where ``.ci/run`` installs
+Chromium and a missing browser is a failure (as in tests/test_report.py). Without mkdocs (the ``docs`` extra) the
+module skips.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# home page; a builder page with display and inline formulas; a theory page; an API page (formulas from docstrings)
+PAGES = ("index.html", "builders/modified_field/index.html", "theory/slow_sde/index.html", "api/series/index.html")
+# the network is off: no host name resolves, and any connection that still tries goes to a closed port
+OFFLINE = ("--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
+           "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost")
+RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$")
+SKIP_TEXT = {"script", "style", "pre", "code", "textarea", "mjx-container", "svg", "math"}
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+@pytest.fixture(scope="module")
+def site():
+    """The site, built once for the module (about 5 s)."""
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("material")
+    with tempfile.TemporaryDirectory() as out:
+        proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", out],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        yield Path(out)
+
+
+def _browser():
+    path = next((p for p in map(shutil.which, BROWSERS) if p), None)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but no Chromium was found (.ci/run installs the Debian package 'chromium')")
+        pytest.skip("Chromium is not installed (apt-get install chromium); the headless-browser check needs it")
+    return path
+
+
+def _rendered_dom(browser, page: Path) -> str:
+    """The DOM of ``page`` after its scripts ran, in headless Chromium with the network off."""
+    with tempfile.TemporaryDirectory() as profile:  # own profile: parallel test workers do not share one
+        cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+               "--mute-audio", "--disable-extensions", "--disable-background-networking", "--disable-component-update",
+               f"--user-data-dir={profile}", *OFFLINE, "--virtual-time-budget=15000", "--dump-dom", page.as_uri()]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    assert "</html>" in proc.stdout, f"chromium exit {proc.returncode}, no DOM; stderr: {proc.stderr[-2000:]}"
+    return proc.stdout
+
+
+class _MathAudit(HTMLParser):
+    """Counts formulas (``.arithmatex``), rendered formulas (a ``mjx-container`` inside one), MathJax errors, and
+    collects the visible text outside code, scripts and rendered math."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack: list[tuple[str, bool]] = []  # (tag, is an arithmatex element)
+        self.formulas = 0
+        self.rendered = 0
+        self.errors = 0
+        self.text: list[str] = []
+        self._pending: list[bool] = []  # per open arithmatex element: has it a mjx-container yet
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        classes = (attrs.get("class") or "").split()
+        if tag == "mjx-merror" or "data-mjx-error" in attrs:
+            self.errors += 1
+        if tag == "mjx-container" and self._pending and not self._pending[-1]:
+            self._pending[-1] = True
+            self.rendered += 1
+        if tag in VOID:
+            return
+        is_math = "arithmatex" in classes
+        if is_math:
+            self.formulas += 1
+            self._pending.append(False)
+        self.stack.append((tag, is_math))
+
+    def handle_endtag(self, tag):
+        while self.stack:
+            open_tag, is_math = self.stack.pop()
+            if is_math:
+                self._pending.pop()
+            if open_tag == tag:
+                break
+
+    def handle_data(self, data):
+        if not any(t in SKIP_TEXT for t, _ in self.stack):
+            self.text.append(data)
+
+
+def test_no_page_loads_anything_from_another_host(site):
+    remote = re.compile(r'<(script|link|img|iframe|source)\b[^>]*\b(src|href)="((?:https?:)?//[^"]+)"', re.I)
+    bad = []
+    for page in sorted(site.rglob("*.html")):
+        for tag, _, url in remote.findall(page.read_text(encoding="utf-8")):
+            bad.append(f"{page.relative_to(site)}: <{tag}> {url}")
+    assert not bad, "pages that need the network:\n" + "\n".join(bad[:20])
+    assert (site / "javascripts" / "tex-svg-full.js").stat().st_size > 1_000_000, "the bundled MathJax is missing"
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_formulas_render_offline_in_headless_chromium(site, name):
+    page = site / name
+    assert page.is_file(), f"{name} is not in the built site"
+    source = _MathAudit()
+    source.feed(page.read_text(encoding="utf-8"))
+    assert source.formulas >= 3, f"{name} has {source.formulas} formulas: pick a page with math"
+
+    audit = _MathAudit()
+    audit.feed(_rendered_dom(_browser(), page))
+    visible = " ".join(audit.text)
+    raw = sorted({m.group(0) for m in RAW_TEX.finditer(visible)})
+    assert audit.formulas == source.formulas, f"{name}: {audit.formulas} formulas in the DOM, {source.formulas} built"
+    assert audit.rendered == audit.formulas, (
+        f"{name}: MathJax rendered {audit.rendered} of {audit.formulas} formulas offline (raw TeX left: {raw})")
+    assert audit.errors == 0, f"{name}: {audit.errors} MathJax errors (bad TeX in the page or docstring)"
+    assert not raw, f"{name}: raw TeX delimiters {raw} left in the text, e.g. " + visible[
+        max(0, RAW_TEX.search(visible).start() - 80):RAW_TEX.search(visible).start() + 80]
