@@ -6,7 +6,7 @@ Each benchmark runs in its own Python process (``python -m benchmarks.bench_NAME
 the same process as the code it is compared with, one benchmark's memory (the d ~ 1e4 MLP trajectories) does not
 weigh on the next, and a failing benchmark is reported in the file instead of stopping the run. ``--quick`` uses
 smaller sizes (about 3-5 minutes on 2 cores instead of about 15-25); the file says which sizes were used.
-``OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1`` are set unless given (STACK.md pitfall 7).
+``OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1`` are set unless given (docs/theory/numerics.md#misc).
 """
 
 from __future__ import annotations
@@ -44,6 +44,11 @@ BENCHMARKS = {
         "simulate (one lax.scan) vs a Python loop over a jitted optax update",
         ["--steps", "10000"],
         ["--steps", "2000", "--mlp-d", "2000", "--repeat", "2"],
+    ),
+    "cli": (
+        "`modeq compare` (the main job) vs the same study written by hand, cold processes and warm cache",
+        ["--grids", "default,regime"],
+        ["--grids", "default", "--no-taylor-check"],
     ),
 }
 

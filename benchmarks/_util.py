@@ -1,7 +1,7 @@
 """Timing helpers shared by the benchmarks: best-of-k wall time with ``block_until_ready``, a machine/versions line
 and a markdown table.
 
-Set ``OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1`` before running a benchmark (STACK.md pitfall 7): the scripts set
+Set ``OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1`` before running a benchmark (docs/theory/numerics.md#misc): the scripts set
 them by default when they are not given.
 """
 

@@ -1,4 +1,4 @@
-"""Claim 3 (Cattaneo & Shigida, arXiv 2509.08483, seed 000; THEORY.md A3, D3.2, D4): the coefficients of heavy-ball's
+"""Claim 3 (Cattaneo & Shigida, arXiv 2509.08483, docs/theory/hb_trees.md#polynomials): the coefficients of heavy-ball's
 memoryless (on-manifold) map contain the Narayana polynomials (tall trees) and the Eulerian polynomials (bushy trees).
 
 Exact table from the symbolic layer (``modeq coefficients --optimizer hb --order R --kind memoryless``, i.e.
@@ -15,12 +15,17 @@ Each is checked, as an exact sympy identity, against polynomials computed here i
 * Eulerian, two ways: the descent-count formula A_m(b) = sum_k sum_j (-1)^j C(m+1,j) (k+1-j)^m b^k, and Euler's
   identity sum_k k^m b^k = b A_m(b)/(1-b)^(m+1), i.e. A_m = (1-b)^(m+1) (b d/db)^m [1/(1-b)] / b.
 
-Also printed: that every other tree's polynomial depends only on its free (unrooted) tree (THEORY.md D4.3), and the
+Also printed: that every other tree's polynomial depends only on its free (unrooted) tree (docs/theory/hb_trees.md#polynomials), and the
 modified-ODE tall-tree numerators sum_j C(k-1,j)^2 beta^j (D4.2), checked against the series of log r_+(x).
+
+Verdict (exact, no tolerance): reproduced iff every tall/bushy polynomial equals both independent formulas as a sympy
+identity (and its denominator power is 2n - 1), every free-tree class carries one polynomial, and every modified-ODE
+tall-tree coefficient equals both its closed form and [x^k] log r_+(x). ``--quick``: trees up to 5 nodes.
 """
 
 import argparse
 import os
+import sys
 import time
 
 import sympy as sp
@@ -82,13 +87,35 @@ def eulerian_euler_identity(m):
     return sp.expand(sp.cancel(f * (1 - b) ** (m + 1) / b))
 
 
+def verdict(mismatches, bad_classes, ok_mod, order):
+    """Reasons the claim is not reproduced (empty: reproduced). All checks are exact identities."""
+    failures = []
+    if mismatches:
+        failures.append(f"{mismatches} of {4 * (order - 1)} Narayana/Eulerian checks do not match")
+    if bad_classes:
+        failures.append(f"{bad_classes} free-tree classes carry more than one polynomial")
+    if ok_mod != order:
+        failures.append(f"modified-ODE tall trees: {ok_mod}/{order} match")
+    return failures
+
+
+def finish(failures):
+    """Print the final verdict line; the exit status is 0 only when the claim is reproduced."""
+    print("VERDICT: claim reproduced" if not failures else f"VERDICT: claim NOT reproduced ({'; '.join(failures)})")
+    return 1 if failures else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="examples/out/hb_narayana_eulerian.png")
-    ap.add_argument("--order", type=int, default=8, help="largest tree size (8: 200 trees, < 1 s)")
+    ap.add_argument("--out", default=None, help="PNG path (default examples/out/hb_narayana_eulerian.png; none with "
+                    "--quick unless given)")
+    ap.add_argument("--order", type=int, default=None, help="largest tree size (default 8: 200 trees, < 1 s; 5 with "
+                    "--quick)")
+    ap.add_argument("--quick", action="store_true", help="small smoke-test run (a few seconds), verdict still checked")
     args = ap.parse_args()
+    out = args.out or (None if args.quick else "examples/out/hb_narayana_eulerian.png")
     t0 = time.time()
-    R = args.order
+    R = args.order or (5 if args.quick else 8)
 
     print("Exact memoryless-map table (modeq coefficients --optimizer hb --order 4 --kind memoryless):")
     print(format_coefficients(hb_memoryless_coefficients(4)))
@@ -124,7 +151,7 @@ def main():
             classes.setdefault((tree.order, free_tree_key(tree)), set()).add(sp.expand(rec.numerator))
     bad = sum(len(v) > 1 for v in classes.values())
     print(f"\nfree-tree classes (|t| = 2..{R}): {len(classes)} classes, {bad} with more than one polynomial "
-          f"(THEORY.md D4.3: 0); rooted trees: {sum(1 for t in records if t.order >= 2)}")
+          f"(docs/theory/hb_trees.md#polynomials: 0); rooted trees: {sum(1 for t in records if t.order >= 2)}")
 
     # modified ODE: tall-tree numerators are -(1/k) sum_j C(k-1,j)^2 beta^j, the series of log r_+
     mod = {r.tree: r for r in hb_modified_coefficients(R)}
@@ -138,8 +165,11 @@ def main():
         ok_mod += sp.cancel(exact - claimed) == 0 and sp.cancel(exact - from_log) == 0
     print(f"modified ODE, tall trees k = 1..{R}: coefficient = -sum_j C(k-1,j)^2 beta^j/(k(1-beta)^(2k-1)) = "
           f"[x^k] log r_+(x): {ok_mod}/{R} match")
-    print(f"\nRESULT: {2 * 2 * (R - 1) - mismatches}/{4 * (R - 1)} Narayana/Eulerian checks match "
-          f"({'claim reproduced' if mismatches == 0 else 'MISMATCH'}) for trees with 2..{R} nodes")
+    print(f"\nRESULT: {2 * 2 * (R - 1) - mismatches}/{4 * (R - 1)} Narayana/Eulerian checks match for trees with "
+          f"2..{R} nodes")
+    failures = verdict(mismatches, bad, ok_mod, R)
+    if out is None:
+        return finish(failures)
 
     import matplotlib
 
@@ -163,10 +193,11 @@ def main():
         ax.legend(fontsize=7)
     axes[0].set_ylabel("P_t(beta)  (lines: modeq; dots: independent formula)")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    fig.savefig(args.out, dpi=120)
-    print(f"saved {args.out} ({time.time() - t0:.1f} s)")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=120)
+    print(f"saved {out} ({time.time() - t0:.1f} s)")
+    return finish(failures)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

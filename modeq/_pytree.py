@@ -66,3 +66,55 @@ def flat_loss_of(loss: Callable, example: Optional[Any]) -> Callable:
     if example is None:
         return loss
     return flatten_loss(loss, example)[0]
+
+
+def on_pytrees(build: Callable, loss: Callable) -> Callable:
+    """``fn(theta, *args)`` from ``build(flat_loss) -> fn_flat(flat_theta, *args)`` that accepts a flat vector (used
+    as is, ``build(loss)`` made once) or any pytree of arrays (flattened, ``build`` applied to the flattened loss, the
+    result unflattened to the same structure). ``fn_flat`` must return a flat vector shaped like its input."""
+    flat_fn = build(loss)
+
+    def fn(theta, *args):
+        if _is_flat(theta):
+            return flat_fn(theta, *args)
+        flat, unravel = ravel_pytree(theta)
+        flat = jnp.asarray(flat, dtype=jnp.float64)
+        return unravel(build(lambda v: loss(unravel(v)))(flat, *args))
+
+    return fn
+
+
+def pytree_method(*, unravel: bool = False):
+    """Decorate a method ``(self, theta) -> out`` of an object built on a flat-vector loss so that it accepts a pytree
+    ``theta``: the object is rebuilt on the flattened loss by ``self.rebuild(flat_loss)`` (``None``: no pytree support)
+    and called on the flat vector; ``unravel=True`` maps a flat-vector result back to the pytree structure."""
+    import functools
+
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(self, theta, *args, **kwargs):
+            rebuild = getattr(self, "rebuild", None)
+            if rebuild is None or _is_flat(theta) or isinstance(theta, (float, int)):
+                return method(self, theta, *args, **kwargs)
+            flat, unravel_fn = ravel_pytree(theta)
+            flat_self = rebuild(lambda v: self.loss(unravel_fn(v)))
+            out = method(flat_self, jnp.asarray(flat, dtype=jnp.float64), *args, **kwargs)
+            return unravel_fn(out) if unravel else out
+
+        return wrapper
+
+    return decorate
+
+
+def with_pytrees(builder: Callable) -> Callable:
+    """Decorate a builder ``(optimizer, loss, **options) -> obj`` whose result has a ``rebuild`` field: sets it to
+    ``flat_loss -> builder(optimizer, flat_loss, **options)`` so that :func:`pytree_method` methods take pytrees."""
+    import dataclasses
+    import functools
+
+    @functools.wraps(builder)
+    def wrapper(optimizer, loss, *args, **kwargs):
+        obj = builder(optimizer, loss, *args, **kwargs)
+        return dataclasses.replace(obj, rebuild=lambda flat_loss: builder(optimizer, flat_loss, *args, **kwargs))
+
+    return wrapper

@@ -117,13 +117,15 @@ def check_flow_order(name: str, value: Any, limit: int = MAX_FLOW_ORDER) -> int:
 
 
 def check_size(name: str, value: Any, *, low: int = 1, limit: int = MAX_DIM, per_unit_bytes: float = 8.0,
-               what: str = "parameters") -> int:
-    """A problem size: an integer in ``[low, limit]``; the message gives the memory it would take."""
+               what: str = "parameters", quadratic: bool = False) -> int:
+    """A problem size: an integer in ``[low, limit]``; the message gives the memory it would take
+    (``per_unit_bytes * n``, or ``per_unit_bytes * n**2`` with ``quadratic=True``)."""
     n = check_int_at_least(name, value, low)
     if n > limit:
+        cost = (lambda k: per_unit_bytes * float(k) ** (2 if quadratic else 1))
         raise ValueError(
-            f"{name} must be <= {limit:,}, got {n:.4g}: {what} would take {_bytes(n * per_unit_bytes)} "
-            f"(limit {_bytes(limit * per_unit_bytes)})"
+            f"{name} must be <= {limit:,}, got {n:.4g}: {what} would take {_bytes(cost(n))} "
+            f"(limit {_bytes(cost(limit))})"
         )
     return n
 

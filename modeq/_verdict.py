@@ -32,7 +32,7 @@ MC_TOO_LARGE = "Monte Carlo error too large to tell"
 DIVERGED = "diverged"
 VERDICTS = (CONSISTENT, NOT_CONSISTENT, OUTSIDE_REGIME, MC_TOO_LARGE, DIVERGED)
 
-#: $h\lambda_{\max}/(1-\beta)^2$ above which the asymptotic series in $h$ are not trusted (THEORY A3)
+#: $h\lambda_{\max}/(1-\beta)^2$ above which the asymptotic series in $h$ are not trusted (docs/theory/manifold.md#regime)
 REGIME_LIMIT = 0.05
 
 

@@ -25,8 +25,6 @@ from typing import List, Optional
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-
-
 JSON_HELP = "write results as JSON to PATH; --json alone (or --json -) prints only JSON to stdout"
 LOSS_HELP = ("built-in problem NAME[:k=v,...] (see modeq problems), or file.py:function / package.module:function: "
              "that file or module is imported, so its code runs")
@@ -82,13 +80,38 @@ class _Group(TyperGroup):
         except _USAGE_ERRORS as exc:
             _usage_error(exc)
 
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except _USAGE_ERRORS as exc:
+            _usage_error(exc)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except _USAGE_ERRORS as exc:  # "Missing command."
+            _usage_error(exc)
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, cls=_Group,
-                  help="Modified equations of optimization algorithms.")
+                  help="Modified equations of optimization algorithms. Note: --loss file.py:function (or "
+                       "package.module:function) imports that file or module, so its code runs.")
 
 
 def _command(name: str):
-    return app.command(name, cls=_Command)
+    """Register a command; its ``--loss`` help always says that a file or module given there is imported (runs)."""
+    register = app.command(name, cls=_Command)
+
+    def decorate(fn):
+        import inspect
+
+        for p in inspect.signature(fn).parameters.values():
+            info = p.default
+            if p.name == "loss" and hasattr(info, "help") and "import" not in (info.help or ""):
+                info.help = (info.help or "") + " (a file or module given here is imported, so its code runs)"
+        return register(fn)
+
+    return decorate
 
 
 _EXPECTED = (ValueError, TypeError, OSError, MemoryError, OverflowError, FloatingPointError, ArithmeticError)
@@ -186,11 +209,13 @@ _INTERRUPT_LOCK = threading.Lock()
 
 
 def _write_partial() -> Optional[str]:
-    """Write ``_PARTIAL["payload"]`` (what the command finished) with ``"interrupted": true`` to its ``--json`` path;
-    returns where it went (``None``: nothing recorded or no ``--json``)."""
+    """Write ``_PARTIAL["payload"]`` (what the command finished; a dict, or a function returning one, called only
+    now) with ``"interrupted": true`` to its ``--json`` path; returns where it went (``None``: no ``--json``)."""
     path, payload = _RUNNING.get("json_path"), _PARTIAL.get("payload")
     if not path:
         return None
+    if callable(payload):
+        payload = payload()
     if payload is None:  # nothing finished yet: say so, with the arguments, in valid JSON
         payload = {"finished": "nothing", "arguments": _RUNNING.get("arguments"), "results": []}
     data = {"interrupted": True, "complete": False, "command": _RUNNING.get("command"), **payload}
@@ -246,11 +271,10 @@ def _install_interrupt_handler() -> None:
     def watch():
         while True:
             data = os.read(read_fd, 64)
-            if not data or signal.SIGINT in data or signal.SIGTERM in data:
+            if not data or signal.SIGINT in data:
                 _exit_interrupted()
 
     signal.signal(signal.SIGINT, _exit_interrupted)
-    signal.signal(signal.SIGTERM, _exit_interrupted)
     signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     threading.Thread(target=watch, name="modeq-interrupt", daemon=True).start()
 
@@ -480,6 +504,22 @@ MAX_RUN_STEPS = 100_000_000  # the loss and gradient-norm histories take 16 byte
 _RUN_CHUNK_FLOATS = 4_000_000  # iterates held at once by one chunk of `run` (32 MB of float64)
 
 
+_PARTIAL_HISTORY = 100_000  # longest history an interrupted `run` writes (writing 1e7 floats would take seconds)
+
+
+def _run_partial(opt, h, loss, steps, losses, norms, done, theta) -> dict:
+    """The partial JSON of an interrupted ``run``: the steps done, the last iterate and (if short) the history."""
+    import numpy as np
+
+    short = done < _PARTIAL_HISTORY
+    return {"optimizer": opt.name, "optimizer_cli": opt.cli_spec(h), "loss": loss, "steps": steps,
+            "steps_done": done, "missing": f"steps {done + 1} to {steps}" if done < steps else None, "theta_done": np.asarray(theta).tolist(),
+            "loss_done": float(losses[done]),
+            "loss_history": losses[: done + 1].tolist() if short else None,
+            "grad_norm_history": norms[: done + 1].tolist() if short else None,
+            "history_note": None if short else f"{done + 1} entries: not written on interrupt"}
+
+
 @_command("run")
 @_guard
 def run_cmd(
@@ -496,6 +536,7 @@ def run_cmd(
 
     The history is kept in two float64 arrays of steps + 1 entries (loss, gradient norm); the iterates are simulated
     in chunks of bounded size, so memory is O(steps + d)."""
+    import functools
     import warnings
 
     import numpy as np
@@ -530,6 +571,8 @@ def run_cmd(
             theta, momenta = traj.theta[-1], tuple(m[-1] for m in traj.momenta)
             done += n
             bar.update(task, completed=done)
+            if json_path:  # if interrupted: the steps done so far (built only then, small enough to write at once)
+                _PARTIAL["payload"] = functools.partial(_run_partial, opt, h, loss, steps, losses, norms, done, theta)
             if traj.diverged:
                 diverged = int(traj.diverged_at)
                 break
@@ -707,7 +750,7 @@ def coefficients_cmd(
 @_command("principal-flow")
 @_guard
 def principal_flow_cmd(
-    optimizer: str = typer.Option("gd", help="gd or hb"),
+    optimizer: str = typer.Option("gd", help="gd or hb (the optimizers with a principal flow)"),
     param: List[str] = typer.Option([], "--param", help="beta=... for hb"),
     loss: str = typer.Option("product", help="problem NAME[:k=v] or file.py:function"),
     theta0: Optional[str] = typer.Option(None, help='initial point "a,b,..."'),
@@ -720,59 +763,39 @@ def principal_flow_cmd(
     plot: Optional[str] = typer.Option(None, "--plot", help="write a PNG (parameter space and loss vs time)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
 ):
-    """Integrate the principal flow of GD / heavy-ball (real part at t = nh) and compare it with the iterates."""
+    """Integrate the principal flow of GD / heavy-ball (real part at t = nh) and compare it with the iterates started
+    on the slow manifold (modeq.studies.principal_flow_study)."""
     import numpy as np
 
     import modeq  # noqa: F401
     from modeq._params import build_optimizer, parse_params
-    from modeq._validation import check_positive
-    from modeq.flows import principal_flow_solve
-    from modeq.optimizers import simulate
-    from modeq.series import manifold_point
-
-    name = optimizer.lower()
-    if name not in ("gd", "hb", "heavy_ball"):
-        raise ValueError(f"optimizer must be gd or hb, got {optimizer!r}")
-    opt, _ = build_optimizer(name, parse_params(param))
-    h = check_positive("h", h)
     from modeq.problems import resolve_problem
+    from modeq.studies import principal_flow_study
 
+    opt, _ = build_optimizer(optimizer.lower(), parse_params(param))
     problem = resolve_problem(loss, _theta0(theta0))
-    import warnings
-
-    from modeq.optimizers import DivergenceWarning
-
-    with _stages(quiet, ["integrating the principal flow", "running the iterates"]) as stage:
+    with _stages(quiet, ["principal flow and iterates"]) as stage:
         stage()
-        res = principal_flow_solve(opt, problem.loss, problem.theta0, h=h, T=T, backend=backend, k=k, third=third)
-        stage()
-        steps = res.ts.shape[0] - 1
-        m0 = "zero"
-        if opt.momenta:
-            m0 = manifold_point(opt, problem.loss, problem.theta0, h=h, sweeps=6)  # O(h^7); 10 (eager) took 20 s
-            if not all(np.all(np.isfinite(np.asarray(m))) for m in m0):
-                m0 = "zero"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DivergenceWarning)
-            traj = simulate(opt, problem.loss, problem.theta0, steps, h=h, m0=m0)
-    iterates = np.asarray(traj.theta)
-    errors = np.linalg.norm(iterates - res.theta, axis=-1)
-    diag = res.diagnostics
-    typer.echo(f"principal flow of {opt.name} on {problem.name}, h = {h:g}, T = {res.ts[-1]:g}, backend = {backend}"
-               + (" + third-derivative term" if third else ""))
+        study = principal_flow_study(opt, problem.loss, problem.theta0, h=h, T=T, backend=backend, k=k, third=third)
+    res, diag, errors, iterates = study.flow, study.diagnostics, study.errors, study.iterates
+    steps = study.steps
+    typer.echo(f"principal flow{' + third-derivative term' if third else ''}: {opt.cli_spec()} --h {h:g} --loss {loss} "
+               f"--T {study.T:g} --backend {backend}" + (f" --k {k}" if k is not None else ""))
+    typer.echo(f"iterates started on the slow manifold: {study.start.method}; error = {study.metric}")
     typer.echo(f"{'n':>6s} {'t':>9s} {'L(iterate)':>14s} {'L(flow)':>14s} {'|error|':>11s} {'h*lam_max':>10s} regime")
     for n in sorted(set(np.linspace(0, steps, 9).astype(int).tolist())):
         regime = diag.regime[n] if diag is not None else ""
         hl = diag.h_lambda_max[n] if diag is not None else float("nan")
-        typer.echo(f"{n:6d} {res.ts[n]:9.4g} {float(traj.loss[n]):14.6e} {res.loss[n]:14.6e} {errors[n]:11.3e} "
-                   f"{hl:10.4f} {regime}")
-    if traj.diverged:
-        typer.echo(f"iterates diverged at step {int(traj.diverged_at)}")
-    if diag is not None and diag.crossings:
-        typer.echo(f"edge of stability crossed at steps {diag.crossings}")
-    payload = res.to_dict()
-    payload.update({"loss_spec": loss, "iterate_error": errors.tolist(), "max_error": float(errors.max()),
-                    "iterate_loss": np.asarray(traj.loss).tolist()})
+        typer.echo(f"{n:6d} {res.ts[n]:9.4g} {float(study.iterate_loss[n]):14.6e} {res.loss[n]:14.6e} "
+                   f"{errors[n]:11.3e} {hl:10.4f} {regime}")
+    for note in study.notes:
+        typer.echo(f"note: {note}")
+    for warning in study.warnings:
+        typer.echo(f"warning: {warning}")
+    max_error = "n/a" if study.max_error is None else format(study.max_error, ".3e")
+    typer.echo(f"max error {max_error}; verdict: {study.verdict.verdict} ({study.verdict.reason})")
+    payload = study.to_dict()
+    payload["loss_spec"] = loss
     _write_json(json_path, payload)
     if plot:
         import matplotlib
@@ -790,7 +813,7 @@ def principal_flow_cmd(
             axes[0].plot(res.ts, iterates[:, 0], "k.", label="iterates")
             axes[0].plot(res.ts, res.theta[:, 0], "-", label="Re principal flow")
         axes[0].legend()
-        axes[1].semilogy(res.ts, np.asarray(traj.loss), "k.", label="L(iterates)")
+        axes[1].semilogy(res.ts, study.iterate_loss, "k.", label="L(iterates)")
         axes[1].semilogy(res.ts, res.loss, "-", label="L(Re flow)")
         axes[1].set_xlabel("t = n h")
         axes[1].legend()
@@ -817,15 +840,15 @@ def regularizer_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
 ):
     """The implicit regularizer: the modified loss L + named terms, and every term's value along a run."""
+    import dataclasses
+
     import numpy as np
 
     import modeq  # noqa: F401
-    from modeq._params import build_optimizer, parse_params
+    from modeq._params import STEP_SIZE_NAMES, build_optimizer, parse_params
+    from modeq._validation import check_int_at_least, check_positive
     from modeq.problems import resolve_problem
     from modeq.regularizers import regularizer_report
-
-    from modeq._params import STEP_SIZE_NAMES
-    from modeq._validation import check_int_at_least, check_positive
 
     params = parse_params(param)
     aliases = [k for k in STEP_SIZE_NAMES if k in params]
@@ -847,9 +870,23 @@ def regularizer_cmd(
     typer.echo(f"{opt.cli_spec(h)} --loss {loss} --form {form}: L = {problem.description or problem.name}, "
                f"d = {problem.dim}")
     typer.echo(report.modified.describe())
-    typer.echo(report.table(every=max(1, len(report.steps) // 10)))
+    finite = [all(np.isfinite(v[i]) for v in report.values.values()) for i in range(len(report.steps))]
+    bad = finite.index(False) if not all(finite) else None  # first saved step with a non-finite value
+    if report.diverged_at >= 0:
+        first = next((i for i, n in enumerate(report.steps) if n >= report.diverged_at), len(report.steps))
+        bad = first if bad is None else min(bad, first)
+    shown = report if bad is None else dataclasses.replace(
+        report, steps=report.steps[:bad], values={k: v[:bad] for k, v in report.values.items()})
+    typer.echo(shown.table(every=max(1, len(shown.steps) // 10)))
     payload = {"optimizer": opt.name, "optimizer_cli": opt.cli_spec(h), "params": _jsonable_params(opt, h),
                "loss": loss, "loss_description": problem.description, **report.to_dict()}
+    if bad is not None:
+        step = report.steps[bad] if bad < len(report.steps) else report.diverged_at
+        last = shown.values["loss"][-1] if shown.steps else None
+        names = [k for k, v in report.values.items() if bad < len(v) and not np.isfinite(v[bad])]
+        _warn(f"diverged by step {step}" + (f" ({', '.join(names)} not finite)" if names else "")
+              + (f": the last finite loss is {last} (step {shown.steps[-1]})" if shown.steps else ""))
+        payload.update(diverged_at=int(step), last_finite_loss=last, verdict="diverged")
     _write_json(json_path, payload)
     if plot:
         import matplotlib
@@ -902,8 +939,6 @@ def report_cmd(
 
     start = time.perf_counter()
     params = parse_params(param)
-    if optimizer in ("hb", "heavy_ball") and "beta" not in params:
-        params["beta"] = 0.9
     opt, _ = build_optimizer(optimizer, params)
     problem = resolve_problem(loss, _theta0(theta0))
     reg_steps = check_int_at_least("reg-steps", reg_steps, 1)
@@ -919,9 +954,10 @@ def report_cmd(
     write_html(report, out, command=command, elapsed=time.perf_counter() - start)
     typer.echo(f"{opt.name} on {problem.name}: wrote {out}")
     for res in report.convergence.result or []:
-        if res.fit is not None:
-            typer.echo(f"  {res.flow:>14s}: fitted order {res.fit.order:.3f}, 95% CI [{res.fit.ci[0]:.3f}, "
-                       f"{res.fit.ci[1]:.3f}] (R = {res.order})")
+        v = res.verdict.to_dict()
+        fitted = "-" if v["measured"] is None else f"{v['measured']:.3f}"
+        ci = "" if v["interval"] is None else f", 95% CI [{v['interval'][0]:.3f}, {v['interval'][1]:.3f}]"
+        typer.echo(f"  {res.flow:>14s}: fitted order {fitted}{ci} (R = {res.order}): {v['verdict']}")
     for sec in (report.convergence, report.principal, report.regularizer):
         if sec.skipped:
             typer.echo(f"  {sec.name}: {sec.skipped}")
@@ -950,64 +986,59 @@ def _noise_oracle(kind: str, problem, params: dict):
 @_command("sde")
 @_guard
 def sde_cmd(
-    optimizer: str = typer.Option("sgd", help="sgd or sgdm (normalized; --param beta=...)"),
+    optimizer: str = typer.Option("sgd", help="an optimizer with an SME: sgd, sgdm (--param beta=...), sgdm_standard, "
+                                  "hb"),
     param: List[str] = typer.Option([], "--param", help="hyperparameter k=v (beta for sgdm)"),
     loss: str = typer.Option("quadratic:d=2", help="problem NAME[:k=v] or file.py:function"),
     theta0: Optional[str] = typer.Option(None, help='initial point "a,b,..."'),
     noise: str = typer.Option("isotropic", help="isotropic | gaussian | label | minibatch"),
     noise_param: List[str] = typer.Option([], "--noise-param", help="sigma=..., delta=..., batch=..."),
-    eta: str = typer.Option("0.2,0.1,0.05", "--eta", help="learning rates, comma-separated"),
+    eta: Optional[str] = typer.Option(None, "--eta", help="learning rates, comma-separated (default 0.1,0.05,0.025 "
+                                      "for order 1, 0.2,0.1,0.05 for order 2)"),
     T: float = typer.Option(1.0, "--T", help="time horizon (steps = T/eta)"),
-    paths: int = typer.Option(2000, help="Monte Carlo paths (>= 2)"),
+    paths: Optional[int] = typer.Option(None, help="Monte Carlo paths (>= 2; default 2000, 20000 for order 2)"),
     order: int = typer.Option(1, help="SME order: 1 or 2"),
     seed: int = typer.Option(0, help="random seed"),
     json_path: Optional[str] = typer.Option(None, "--json", help=JSON_HELP),
     plot: Optional[str] = typer.Option(None, "--plot", help="write a PNG of the weak errors"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
 ):
-    """Weak-error study: E phi(x_k) of SGD/SGDM vs E phi(X_{k eta}) of the SME (phi = |x|^2), with fitted weak order."""
-    import jax
-
+    """Weak-error study: E phi(x_k) of SGD/SGDM vs E phi(X_{k eta}) of the SME (phi = |x|^2), with fitted weak order and
+    a verdict against the expected order (1 or 2)."""
     import modeq  # noqa: F401
     from modeq._params import build_optimizer, parse_params
     from modeq.problems import resolve_problem
-    from modeq.sde import weak_error_study
+    from modeq.studies import jsonable, sme_weak_study
 
-    name = optimizer.lower()
-    if name not in ("sgd", "gd", "sgdm"):
-        raise ValueError(f"optimizer must be sgd or sgdm, got {optimizer!r}")
-    opt, _ = build_optimizer(name, parse_params(param))
+    opt, _ = build_optimizer(optimizer, parse_params(param))
     problem = resolve_problem(loss, _theta0(theta0))
     oracle = _noise_oracle(noise, problem, parse_params(noise_param))
-    etas = sorted(_floats("eta", eta), reverse=True)
-    with _console(quiet).status("simulating SGD and the SME ..."):
-        study = weak_error_study(problem.loss, oracle, problem.theta0, etas, T, paths=paths, key=jax.random.key(seed),
-                                 order=order, optimizer=opt)
-    data = study.to_dict()
-    typer.echo(f"{opt.name} on {problem.name}, noise = {noise}, SME order {order}, T = {T:g}, {paths} paths")
-    typer.echo(f"{'eta':>10s} {'E phi(SGD)':>14s} {'E phi(SME)':>14s} {'|bias|':>11s} {'MC s.e.':>10s}")
+    etas = None if eta is None else _floats("eta", eta)
+    with _console(quiet).status("simulating the optimizer and its SME ..."):
+        study = sme_weak_study(problem, oracle, etas=etas, T=T, paths=paths, seed=seed, order=order, optimizer=opt)
+    typer.echo(f"SME weak error: {study.optimizer} on {problem.name}, noise = {noise}, SME order {order}, T = {T:g}, "
+               f"{study.paths} paths, phi = |x|^2")
+    typer.echo(f"expected weak order {study.expected:g} (Li, Tai & E 2019); SME solved by {study.discretisation}")
+    typer.echo(f"{'eta':>9s} {'SME eta':>9s} {'E phi(opt)':>13s} {'E phi(SME)':>13s} {'|error|':>10s} {'MC s.e.':>9s} "
+               f"{'substeps':>8s} {'SME bias':>9s}")
     for i, e in enumerate(study.etas):
-        typer.echo(f"{e:10g} {study.discrete['phi'][i]:14.6e} {study.continuous['phi'][i]:14.6e} "
-                   f"{study.errors['phi'][i]:11.3e} {study.stderr['phi'][i]:10.2e}")
+        err, se, bias = study.errors["phi"][i], study.stderr["phi"][i], study.discretisation_bias[i]
+        typer.echo(f"{e:9g} {study.sme_eta[i]:9g} {study.discrete['phi'][i]:13.6e} {study.continuous['phi'][i]:13.6e} "
+                   f"{_sde_num(err, '10.3e')} {_sde_num(se, '9.2e')} {study.substeps[i]:8d} {_sde_num(bias, '9.1e')}")
+    _sde_verdict("fitted weak order", study.fits["phi"], study.verdict, study.warnings)
+    _write_json(json_path, jsonable({"optimizer": study.optimizer, "loss": loss, "noise": noise, "T": T,
+                                     "paths": study.paths, "order": order, "results": study.to_dict()}))
     fit = study.fits["phi"]
-    if fit is not None:
-        typer.echo(f"fitted weak order {fit.order:.3f}, 95% CI [{fit.ci[0]:.3f}, {fit.ci[1]:.3f}]")
-    for w in study.warnings:
-        typer.echo(f"warning: {w}")
-    payload = {"optimizer": opt.name, "params": {k: float(v) for k, v in opt.hyper.items()}, "loss": loss,
-               "noise": noise, "T": T, "paths": paths, "order": order, "results": data}
-    _write_json(json_path, payload)
     if plot:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import numpy as np
 
         fig, ax = plt.subplots(figsize=(6, 4.5))
-        ax.errorbar(study.etas, study.errors["phi"], yerr=study.stderr["phi"], fmt="o", label="|bias| +- MC s.e.")
+        ax.errorbar(study.etas, study.errors["phi"], yerr=study.stderr["phi"], fmt="o", label="|error| +- MC s.e.")
         if fit is not None:
-            import numpy as np
-
             grid = np.geomspace(min(study.etas), max(study.etas), 20)
             ax.loglog(grid, fit.constant * grid**fit.order, "-", label=f"slope {fit.order:.2f}")
         ax.set_xscale("log")
@@ -1018,6 +1049,27 @@ def sde_cmd(
         fig.tight_layout()
         fig.savefig(plot, dpi=110)
         plt.close(fig)
+
+
+def _sde_num(x, fmt: str) -> str:
+    """``x`` formatted with ``fmt``, or ``-`` right-aligned when it is missing or not finite."""
+    import math
+
+    width = int(fmt.split(".")[0] or 0)
+    return format(x, fmt) if x is not None and math.isfinite(x) else "-".rjust(width)
+
+
+def _sde_verdict(label: str, fit, verdict, warns) -> None:
+    """The fitted order with its interval (or why there is none), the verdict, and the warnings on stderr."""
+    if verdict.verdict == "diverged" or fit is None:
+        typer.echo(f"{label}: none (nothing fitted)")
+    elif verdict.interval is None:
+        typer.echo(f"{label} {fit.order:.3f} (two learning rates: no interval)")
+    else:
+        typer.echo(f"{label} {fit.order:.3f}, 95% CI [{verdict.interval[0]:.3f}, {verdict.interval[1]:.3f}]")
+    typer.echo(f"verdict: {verdict.verdict} ({verdict.reason})")
+    for w in warns:
+        typer.echo(f"warning: {w}", err=True)
 
 
 @_command("slow-sde")
@@ -1031,7 +1083,7 @@ def slow_sde_cmd(
     eta: str = typer.Option("0.02,0.01,0.005", "--eta", help="learning rates, comma-separated"),
     T: float = typer.Option(1.0, "--T", help="slow time horizon (steps = T/eta^2)"),
     paths: int = typer.Option(16, help="paths (>= 2)"),
-    optimizer: str = typer.Option("sgd", help="sgd or sgdm"),
+    optimizer: str = typer.Option("sgd", help="an optimizer with an SGD-type SDE: sgd, sgdm, sgdm_standard, hb"),
     param: List[str] = typer.Option([], "--param", help="sgdm: beta=... (fixed) or alpha=...[, scale=...] "
                                     "for 1 - beta = scale * eta^alpha"),
     seed: int = typer.Option(0, help="random seed"),
@@ -1041,72 +1093,42 @@ def slow_sde_cmd(
 ):
     """Slow SDE on the manifold of minimizers (Li, Wang & Arora) vs SGD/SGDM at small eta, over slow time T = eta^2 k.
 
-    Label noise: the deterministic Riemannian flow of tr Hess L; other noise: the projected-noise scheme."""
-    import jax
+    Label noise: the deterministic Riemannian flow of tr Hess L; other noise: the projected-noise scheme. End points
+    are projected on the manifold by the gradient-flow limit Phi before their mean is compared."""
     import jax.numpy as jnp
     import numpy as np
 
     import modeq  # noqa: F401
     from modeq._params import build_optimizer, parse_params
-    from modeq.compare import fit_order
-    from modeq.optimizers import sgdm
     from modeq.problems import resolve_problem
-    from modeq.sde import beta_for, endpoints, label_noise_flow, phi, slow_sde
+    from modeq.studies import jsonable, slow_sde_study
 
     spec = problem_name or loss or "uv"
     problem = resolve_problem(spec, _theta0(theta0))
-    nparams = parse_params(noise_param)
-    oracle = _noise_oracle(noise, problem, nparams)
-    name = optimizer.lower()
-    if name not in ("sgd", "gd", "sgdm"):
-        raise ValueError(f"optimizer must be sgd or sgdm, got {optimizer!r}")
+    oracle = _noise_oracle(noise, problem, parse_params(noise_param))
     oparams = parse_params(param)
-    alpha = oparams.pop("alpha", None)  # sgdm with 1 - beta = scale * eta^alpha (Wang et al. 2023, Def. 4.1)
+    alpha = oparams.pop("alpha", None)  # 1 - beta = scale * eta^alpha (Wang et al. 2023, Def. 4.1)
     scale = float(oparams.pop("scale", 1.0))
-    if alpha is not None and (name != "sgdm" or "beta" in oparams):
-        raise ValueError("param: alpha (1 - beta = scale * eta^alpha) applies to --optimizer sgdm without beta")
-    opt, _ = build_optimizer(name, oparams)
-    etas = sorted(_floats("eta", eta), reverse=True)
-    paths_ = int(paths)
-    if paths_ < 2:
-        raise ValueError(f"paths must be an integer >= 2, got {paths}")
-    key = jax.random.key(seed)
-    y0 = phi(problem.loss, problem.theta0)
-    if noise == "label":
-        n = max(problem.n_examples, 1)
-        c = float(nparams.get("delta", 0.5)) ** 2 / n
-        target = np.asarray(label_noise_flow(problem.loss, problem.theta0, [0.0, T], c).ys[-1])
-        target_std = np.zeros_like(target)
-    else:
-        res = slow_sde(problem.loss, oracle.covariance, problem.theta0, T, 200, paths=paths_, key=key)
-        ends = np.asarray(res.ys[:, -1])
-        target, target_std = ends.mean(0), ends.std(0, ddof=1) / np.sqrt(paths_)
-    rows = []
-    with _progress(quiet) as bar:
-        task = bar.add_task("SGD at small eta", total=len(etas))
-        for i, e in enumerate(etas):
-            steps = int(round(T / e**2))
-            opt_e = opt if alpha is None else sgdm(beta_for(e, float(alpha), scale))
-            ends = np.asarray(endpoints(opt_e, problem.loss, problem.theta0, steps, h=e, oracle=oracle,
-                                        paths=paths_, key=jax.random.fold_in(key, i + 1)))
-            mean, se = ends.mean(0), ends.std(0, ddof=1) / np.sqrt(paths_)
-            rows.append({"eta": e, "steps": steps, "beta": opt_e.hyper.get("beta"), "mean": mean.tolist(),
-                         "stderr": se.tolist(), "error": float(np.linalg.norm(mean - target))})
-            bar.update(task, completed=i + 1)
-    typer.echo(f"slow SDE ({noise} noise) vs {opt.name} on {problem.name}: slow time T = {T:g}, {paths_} paths")
-    typer.echo(f"Phi(theta0) = {np.asarray(y0).round(6).tolist()}, slow-SDE mean at T = {target.round(6).tolist()}")
-    typer.echo(f"{'eta':>8s} {'steps':>8s} {'|E x_k - E Y_T|':>16s}  mean x_k")
-    for r in rows:
-        typer.echo(f"{r['eta']:8g} {r['steps']:8d} {r['error']:16.4e}  {np.round(r['mean'], 6).tolist()}")
-    fit = fit_order([r["eta"] for r in rows], [r["error"] for r in rows]) if len(rows) >= 2 else None
-    if fit is not None:
-        typer.echo(f"fitted order in eta {fit.order:.3f}, 95% CI [{fit.ci[0]:.3f}, {fit.ci[1]:.3f}]")
-    payload = {"problem": spec, "noise": noise, "optimizer": opt.name, "T": T, "paths": paths_,
-               "phi_theta0": np.asarray(y0).tolist(), "slow_sde_mean": target.tolist(),
-               "slow_sde_stderr": target_std.tolist(), "results": rows,
-               "fitted_order": None if fit is None else fit.order,
-               "fitted_order_ci": None if fit is None else list(fit.ci)}
-    _write_json(json_path, payload)
+    if alpha is not None and "beta" in oparams:
+        raise ValueError("param: give beta (fixed momentum) or alpha (1 - beta = scale * eta^alpha), not both")
+    opt, _ = build_optimizer(optimizer, oparams)
+    with _console(quiet).status("running the optimizer at small learning rates ..."):
+        study = slow_sde_study(problem, oracle, etas=_floats("eta", eta), T=T, paths=paths, optimizer=opt,
+                               alpha=None if alpha is None else float(alpha), scale=scale, seed=seed)
+    typer.echo(f"slow SDE ({noise} noise) vs {study.optimizer} on {problem.name}: slow time T = {T:g}, "
+               f"{study.paths} paths")
+    typer.echo(f"expected order in eta: at least {study.expected:g} (Gu et al. 2023; LWA 2022 prove convergence "
+               f"without a rate); target: {study.target_method}")
+    typer.echo(f"Phi(theta0) = {np.round(study.phi_theta0, 6).tolist()}, slow-SDE mean at T = "
+               f"{np.round(study.target, 6).tolist()} (s.e. {_sde_num(max(study.target_stderr), '.1e').strip()})")
+    typer.echo(f"{'eta':>8s} {'steps':>8s} {'hyper':>14s} {'|E Phi(x_k) - E Y_T|':>21s} {'MC s.e.':>9s}  mean Phi(x_k)")
+    for r in study.rows:
+        hyper = ",".join(f"{k}={v:.4g}" for k, v in r.hyper.items()) or "-"
+        mean = "diverged" if r.mean is None else np.round(r.mean, 6).tolist()
+        typer.echo(f"{r.eta:8g} {r.steps:8d} {hyper:>14s} {_sde_num(r.error, '21.4e')} {_sde_num(r.error_stderr, '9.2e')}  "
+                   f"{mean}")
+    _sde_verdict("fitted order in eta", study.fit, study.verdict, study.warnings)
+    _write_json(json_path, jsonable({"problem": spec, "noise": noise, **study.to_dict()}))
     if plot:
         import matplotlib
 
@@ -1119,14 +1141,20 @@ def slow_sde_cmd(
             U, V = np.meshgrid(u, u)
             C = np.vectorize(lambda a, b: float(problem.manifold(jnp.array([a, b]))[0]))(U, V)
             ax.contour(U, V, C, levels=[0.0], colors="k", linewidths=0.8)
-        for r in rows:
-            ax.plot(*np.asarray(r["mean"])[:2], "o", label=f"SGD mean, eta = {r['eta']:g}")
-        ax.plot(*target[:2], "r*", ms=12, label="slow SDE")
-        ax.plot(*np.asarray(y0)[:2], "ks", label="Phi(theta0)")
+        for r in study.rows:
+            if r.mean is not None:
+                ax.plot(*np.asarray(r.mean)[:2], "o", label=f"mean Phi(x_k), eta = {r.eta:g}")
+        ax.plot(*np.asarray(study.target)[:2], "r*", ms=12, label="slow SDE")
+        ax.plot(*np.asarray(study.phi_theta0)[:2], "ks", label="Phi(theta0)")
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(plot, dpi=110)
         plt.close(fig)
+
+
+from ._cli_central import central_flow_cmd  # noqa: E402  (GD's central flow beyond the stability edge)
+
+_command("central-flow")(_guard(central_flow_cmd))
 
 
 def main():  # pragma: no cover - entry point

@@ -1,7 +1,11 @@
 """Shared test configuration.
 
 ``import modeq`` enables float64 in JAX before any array exists. Matplotlib uses the non-interactive Agg backend, and
-hypothesis runs a few examples without a deadline (the first example of a property test compiles; STACK.md pitfall 8).
+hypothesis runs a few examples without a deadline (the first example of a property test compiles; docs/theory/numerics.md#misc).
+
+JAX's persistent compilation cache is on (:mod:`modeq._config`): every pytest-xdist worker, and every later run, shares
+one directory (``$MODEQ_COMPILATION_CACHE_DIR``, default ``~/.cache/modeq/jax``), so a program compiled by one worker
+is loaded by the others. ``MODEQ_NO_COMPILATION_CACHE=1`` gives a cold run.
 """
 
 import os

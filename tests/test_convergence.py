@@ -64,7 +64,7 @@ def test_momentum_modified_and_memoryless_orders(name):
 
 
 def test_rest_start_is_first_order_and_burn_in_restores_order():
-    """HB at rest lags the manifold solution by O(h) (THEORY.md C, D5): a flow from theta0 is first order; with the
+    """HB at rest lags the manifold solution by O(h) (docs/theory/manifold.md#initialization): a flow from theta0 is first order; with the
     default burn-in the order-2 field is second order again."""
     problem = P.product()
     hs, T = [0.004, 0.002, 0.001], 0.5

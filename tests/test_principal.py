@@ -1,4 +1,4 @@
-"""Oracles for the principal flow (modeq.flows._principal): GD (Rosca et al. 2023) and heavy-ball (THEORY.md A4, C2, D6).
+"""Oracles for the principal flow (modeq.flows._principal): GD (Rosca et al. 2023) and heavy-ball (docs/theory/principal_flow.md).
 
 Each claim is checked against an independent computation: the exact iterates of GD / heavy-ball on a quadratic
 (NumPy recursions, heavy-ball started on its exactly computed invariant manifold), the roots of the characteristic
@@ -8,6 +8,7 @@ for the Lanczos one, and the discrete iterates of GD on non-quadratic losses (fi
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import warnings
@@ -94,7 +95,7 @@ def test_series_coefficients_match_sympy_and_narayana(beta):
 
 
 def test_series_are_the_tall_tree_coefficients_of_the_modified_equation():
-    """THEORY.md D6: PF contains every H^k g term of the HB modified equation (trees g, Hg, H^2 g, H^3 g)."""
+    """docs/theory/principal_flow.md#heavy-ball: PF contains every H^k g term of the HB modified equation (trees g, Hg, H^2 g, H^3 g)."""
     beta = 0.7
     records = {r.elementary_differential: r for r in hb_modified_coefficients(4)}
     a = series_coefficients(beta, 4)
@@ -364,3 +365,100 @@ def test_bad_inputs_raise_value_errors_naming_the_parameter():
     field = principal_flow(gd(), loss, h=0.1, backend="lanczos", k=5)
     with pytest.raises(ValueError, match=r"^k\b"):
         field(theta0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The principal-flow study, compare's principal values and the command (issue 11: exact wherever it is claimed)
+# ---------------------------------------------------------------------------------------------------------------------
+def _spd_quadratic(eigenvalues, seed=3):
+    """L = 1/2 t.A t - b.t, A = Q diag(eigenvalues) Q^T: (loss, A, b)."""
+    d = len(eigenvalues)
+    q = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))[0]
+    a = q @ np.diag(eigenvalues) @ q.T
+    b = np.random.default_rng(seed + 1).standard_normal(d)
+    aj, bj = jnp.asarray(a), jnp.asarray(b)
+    return (lambda t: 0.5 * t @ (aj @ t) - bj @ t), a, b
+
+
+def _closed_form_iterates(a, b, theta0, h, beta, steps):
+    """theta* + Re(r_*^n) (theta0 - theta*) per eigen-direction: GD (beta = 0, r = 1 - h lambda) and heavy-ball started on
+    its slow manifold (r_* the dominant root of r^2 - (1 + beta - h lambda) r + beta, NumPy)."""
+    lam, u = np.linalg.eigh(a)
+    roots = []
+    for x in h * lam:
+        r = np.roots([1.0, -(1.0 + beta - x), beta]) if beta else np.array([1.0 - x])
+        mod = np.abs(r)
+        r = r[mod >= mod.max() * (1 - 1e-12)]
+        roots.append(r[np.argmax(r.imag)])
+    star = np.linalg.solve(a, b)
+    n = np.arange(steps + 1)[:, None]
+    return star + (np.real(np.array(roots)[None, :] ** n) * (u.T @ (theta0 - star))[None, :]) @ u.T
+
+
+@pytest.mark.parametrize(
+    "optimizer, eigenvalues, h, T",
+    [
+        (gd(), [0.5, 1.0, 2.0, 4.0], 0.4975, 5.0),  # h lambda = 0.25 .. 1.99: real and oscillating
+        (heavy_ball(0.6), [0.3, 1.1, 2.5], 0.1, 3.0),  # one real and two complex directions (the issue's case)
+        # negative curvature (r > 1), real, complex and negative dominant roots (x = 2.52 < edge 2.6), beta = 0.3
+        (heavy_ball(0.3), [-0.2, 0.05, 0.4, 2.0, 9.0], 0.28, 2.8),
+    ],
+)
+def test_principal_flow_study_is_exact_on_quadratics(optimizer, eigenvalues, h, T):
+    from modeq.studies import principal_flow_study
+
+    loss, a, b = _spd_quadratic(eigenvalues)
+    theta0 = np.array([1.0, -2.0, 0.5, 0.7, -0.4][: len(eigenvalues)])
+    study = principal_flow_study(optimizer, loss, theta0, h=h, T=T)
+    assert study.quadratic and study.verdict.verdict == "consistent"
+    assert study.max_error <= 1e-9 * study.scale
+    beta = optimizer.principal_flow_momentum()
+    closed = _closed_form_iterates(a, b, theta0, h, beta, study.steps)
+    scale = 1.0 + np.abs(closed).max()
+    assert np.abs(study.iterates - closed).max() <= 1e-11 * scale  # the start is the flow's own
+    assert np.abs(study.flow.theta - closed).max() <= 1e-9 * scale  # the flow against independent iterates
+    data = study.to_dict()
+    json.dumps(data, allow_nan=False)
+    assert data["verdict"]["verdict"] == "consistent" and data["metric"].startswith("max over")
+
+
+def test_principal_flow_study_on_a_non_quadratic_loss_says_what_the_flow_is():
+    from modeq.studies import principal_flow_study
+
+    problem = product()
+    study = principal_flow_study(gd(), problem.loss, problem.theta0, h=0.3, T=1.2)
+    assert not study.quadratic and study.verdict.verdict == "outside the asymptotic regime"
+    assert any("analysis tool" in note for note in study.notes)
+    with pytest.raises(ValueError, match="^optimizer"):
+        principal_flow_study(adam(), problem.loss, problem.theta0, h=0.1, T=1.0)
+
+
+@pytest.mark.parametrize("h", [0.3, 0.45])  # h lambda_max = 1.2, 1.8 (the issue's case)
+def test_principal_flow_values_for_compare_are_exact_beyond_h_lambda_one(h):
+    from modeq.flows import principal_flow_values
+
+    loss, a, b = _spd_quadratic([0.5, 1.0, 2.0, 4.0], seed=5)
+    theta0 = np.array([1.0, 0.5, -0.3, 0.8])
+    steps = int(round(2.7 / h))
+    values, floor = principal_flow_values(gd(), loss, theta0, h, steps, pad_to=10)
+    closed = _closed_form_iterates(a, b, theta0, h, 0.0, steps)
+    assert values.shape == closed.shape and np.abs(values - closed).max() <= 1e-10
+    assert 0.0 <= floor <= 1e-10
+
+
+def test_principal_flow_command_heavy_ball_mixed_regimes(tmp_path):
+    from typer.testing import CliRunner
+
+    from modeq.cli import app
+
+    path = tmp_path / "pf.json"
+    # eigenvalues 0.3, 0.866, 2.5, beta 0.6, h 0.1: h lambda = 0.03 (real), 0.087 and 0.25 (complex)
+    out = CliRunner().invoke(app, ["principal-flow", "--optimizer", "hb", "--param", "beta=0.6", "--loss",
+                                   "quadratic:d=3,lambda_max=2.5,condition=8.333333", "--h", "0.1", "--T", "3",
+                                   "--json", str(path), "--quiet"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(path.read_text())
+    assert data["max_error"] < 1e-9 and data["verdict"]["verdict"] == "consistent"
+    assert data["start"]["method"] == "exact quadratic" and data["start"]["complex"]
+    assert "verdict: consistent" in out.output and "--optimizer hb --param beta=0.6 --h 0.1" in out.output
+    assert "|theta_n - Re theta(n h)|" in out.output

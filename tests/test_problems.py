@@ -281,3 +281,57 @@ def test_resolve_user_wrong_theta0_length(user_file):
     path.write_text("import jax.numpy as jnp\nTHETA0 = [0.0, 0.0]\ndef f(th):\n    return th @ jnp.ones(2)\n")
     with pytest.raises(ValueError, match="loss"):
         resolve_problem(f"{path}:f", theta0=[1.0, 2.0, 3.0])
+
+
+# --- input checks: finiteness, sizes, options ------------------------------------------------------------------------
+
+
+def test_check_scalar_loss_evaluates_value_and_gradient():
+    check_scalar_loss(lambda t: jnp.sum(t**2), jnp.ones(3))
+    with pytest.raises(ValueError, match="value at theta0 is nan"):
+        check_scalar_loss(lambda t: jnp.sum(t**2) * jnp.nan, jnp.ones(3))
+    with pytest.raises(ValueError, match="value at theta0 is inf"):
+        check_scalar_loss(lambda t: 1.0 / jnp.sum(t), jnp.zeros(3))
+    with pytest.raises(ValueError, match="gradient at theta0 is not finite .1 of 2 entries, first: entry 1"):
+        check_scalar_loss(lambda t: t[0] ** 2 + jnp.sqrt(jnp.abs(t[1])), jnp.array([1.0, 0.0]))
+
+
+def test_check_scalar_loss_takes_pytrees():
+    params = {"w": jnp.ones((2, 2)), "b": jnp.zeros(2)}
+    check_scalar_loss(lambda p: jnp.sum(p["w"] @ p["b"] + 1.0), params)
+    with pytest.raises(ValueError, match="theta0: empty"):
+        check_scalar_loss(lambda p: 0.0, {})
+
+
+def test_problem_options_are_the_keyword_arguments():
+    from modeq.problems._spec import problem_options
+
+    assert problem_options("mlp") == {"d": 1000, "inputs": 8, "n": 64, "seed": 0}
+    assert problem_options("hyperbola") == {}
+    with pytest.raises(ValueError, match="unknown option 'width' for problem 'mlp'; valid: d=1000"):
+        resolve_problem("mlp:width=3")
+
+
+@pytest.mark.parametrize("factory, kwargs, match", [
+    (mlp, {"d": 10**12}, "d must be <= 2,000,000, got 1e\\+12: parameters would take 8 TB"),
+    (quadratic, {"d": 10**5}, "d must be <= 4,000, got 1e\\+05: the dense d x d matrix would take 80 GB .limit 128 MB."),
+    (mlp, {"n": 10**7}, "n must be <="),
+    (diagonal_net, {"d": 10, "sparsity": 11}, "sparsity must be <= d"),
+])
+def test_problem_sizes_are_bounded_with_the_cost(factory, kwargs, match):
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=match):
+        factory(**kwargs)
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize("body, match", [
+    ("THETA0 = [float('nan'), 1.0]", "THETA0 of .*finite"),
+    ("THETA0 = []", "THETA0 of .*empty"),
+    ("THETA0 = ['a', 'b']", "THETA0 of .*list of numbers"),
+])
+def test_resolve_checks_the_files_theta0(tmp_path, body, match):
+    path = tmp_path / "f.py"
+    path.write_text(body + "\nimport jax.numpy as jnp\ndef f(t):\n    return jnp.sum(t ** 2)\n")
+    with pytest.raises(ValueError, match=match):
+        resolve_problem(f"{path}:f")

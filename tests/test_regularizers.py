@@ -98,7 +98,7 @@ def test_exact_coefficients_and_signs():
 
 
 def _hb_memoryless_slope(hs, T, beta, order):
-    # HB warm-started (m0 = g0/(1-beta), as in THEORY.md C6.7) vs GD with step h/(1-beta) on the modified loss
+    # HB warm-started (m0 = g0/(1-beta), as in docs/theory/manifold.md#initialization) vs GD with step h/(1-beta) on the modified loss
     opt = O.heavy_ball(beta)
     theta0 = jnp.array([1.2, -0.7])
     errs = []
@@ -114,7 +114,7 @@ def _hb_memoryless_slope(hs, T, beta, order):
 @pytest.mark.slow
 def test_fitted_order_memoryless_hb():
     hs = [0.01, 0.005, 0.0025]
-    assert 1.7 < _hb_memoryless_slope(hs, 1.0, 0.5, 2) < 2.3  # measured 1.84 (pre-asymptotic, THEORY C6.7: 1.93)
+    assert 1.7 < _hb_memoryless_slope(hs, 1.0, 0.5, 2) < 2.3  # measured 1.84 (pre-asymptotic, docs/theory/regularizers.md#adaptive: 1.93)
     assert _hb_memoryless_slope(hs, 1.0, 0.5, 1) == pytest.approx(1.0, abs=0.2)
 
 

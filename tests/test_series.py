@@ -16,7 +16,7 @@ from modeq.series import _symbolic as sym
 
 
 def wavy(theta):
-    """A 2-D non-quadratic loss (THEORY.md D3.2, C11)."""
+    """A 2-D non-quadratic loss (docs/theory/hb_trees.md#oracle)."""
     x, y = theta
     return 0.5 * (x * y - 1.0) ** 2 + 0.2 * jnp.sin(x + 2 * y) + x**4 / 40
 
@@ -75,7 +75,7 @@ def test_hb_memoryless_map_equals_symbolic_trees(order):
 
 
 def test_hb_memoryless_map_reproduces_theory_numbers():
-    """THEORY.md D3.2 C11: Psi truncated at K nodes at theta = (0.5, 1.5), beta = 1/2, h = 0.01."""
+    """docs/theory/hb_trees.md#oracle: Psi truncated at K nodes at theta = (0.5, 1.5), beta = 1/2, h = 0.01."""
     expected = {1: (0.510995826749, 1.509991653498), 2: (0.51165051707, 1.510238505718),
                 3: (0.511724834509, 1.5102432589), 4: (0.511728572903, 1.510236897898)}
     for order, value in expected.items():
@@ -150,7 +150,7 @@ def test_memory_corrections_match_theory_closed_forms():
     beta, h = 0.6, 0.01
     np.testing.assert_allclose(memory_correction(O.heavy_ball(beta), wavy, h=h)(THETA), h * beta / (1 - beta) ** 3 * hg, rtol=1e-13)
     np.testing.assert_allclose(memory_correction(O.nesterov(beta), wavy, h=h)(THETA), h * beta**2 / (1 - beta) ** 3 * hg, rtol=1e-13)
-    # AdamW, eps inside the root (THEORY.md C6.5): M = h[(b1/(1-b1) - b2/(1-b2))/s + eps b2/((1-b2) s^3)] (grad||g||_{1,eps} + lam H theta)
+    # AdamW, eps inside the root (docs/theory/regularizers.md#adaptive): M = h[(b1/(1-b1) - b2/(1-b2))/s + eps b2/((1-b2) s^3)] (grad||g||_{1,eps} + lam H theta)
     b1, b2, eps, lam = 0.9, 0.99, 0.05, 0.1
     s = jnp.sqrt(g**2 + eps)
     one_norm = lambda th: jnp.sum(jnp.sqrt(jax.grad(wavy)(th) ** 2 + eps))
@@ -161,7 +161,7 @@ def test_memory_corrections_match_theory_closed_forms():
 
 
 def test_slow_manifold_attracts_hb_iterates():
-    """After a burn-in, HB's momentum lies on the series manifold up to O(h^R) (THEORY.md A3 independent oracle)."""
+    """After a burn-in, HB's momentum lies on the series manifold up to O(h^R) (docs/theory/manifold.md#fixed-point, independent oracle)."""
     beta, h = 0.5, 0.002
     opt = O.heavy_ball(beta)
     traj = O.simulate(opt, wavy, THETA, 200, h=h)

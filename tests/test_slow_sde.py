@@ -1,4 +1,4 @@
-"""Slow SDE on the manifold of minimizers (modeq.sde, THEORY.md B2, B4, B6)."""
+"""Slow SDE on the manifold of minimizers (modeq.sde, docs/theory/slow_sde.md)."""
 
 import math
 
@@ -14,12 +14,12 @@ from modeq.sde import (
 )
 
 
-def curve_loss(x):  # THEORY B4.6, codimension 2
+def curve_loss(x):  # docs/theory/slow_sde.md#curved, codimension 2
     return (0.5 * (1 + 0.3 * x[0] ** 2) * (x[2] - 0.5 * jnp.sin(x[0]) - 0.3 * x[1] ** 2) ** 2
             + 0.5 * (2 + 0.5 * jnp.sin(x[2])) * (x[1] - 0.4 * x[0] ** 2 + 0.2 * x[0] * x[2]) ** 2)
 
 
-def surface_loss(x):  # THEORY B4.6, codimension 1
+def surface_loss(x):  # docs/theory/slow_sde.md#curved, codimension 1
     return 0.5 * (1 + x[0] ** 2 / 2 + 0.3 * jnp.sin(x[1])) * (
         x[2] - 0.5 * jnp.sin(x[0]) * jnp.cos(x[1]) - x[0] * x[1] / 3) ** 2
 
@@ -55,7 +55,7 @@ def test_d2phi_three_ways(loss):
     np.testing.assert_allclose(K, closed, atol=1e-10)
     np.testing.assert_allclose(J, ops.p_par, atol=1e-10)
     np.testing.assert_allclose(y, xs, atol=1e-10)
-    # dPhi kills the gradient off Gamma (THEORY B2.3(a))
+    # dPhi kills the gradient off Gamma (docs/theory/slow_sde.md#operators)
     x = jnp.array([0.4, -0.3, 0.5])
     _, Jx, _ = d2phi_variational(loss, x, sigma)
     assert float(jnp.max(jnp.abs(Jx @ jax.grad(loss)(x)))) < 1e-9
@@ -101,3 +101,40 @@ def test_sgd_label_noise_uv_converges_to_slow_flow():
     errs = [abs(m - target) for _, m, _ in rows]
     assert errs[0] > errs[1] > errs[2]
     assert errs[2] < 0.006
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the study layer: slow_sde_study (modeq.studies)
+
+
+def test_slow_sde_study_refuses_runs_too_short_and_reports_divergence():
+    """`modeq slow-sde --T 0.01` used to compare after 1 and 4 steps and print a fitted order; SGD at h lambda > 2
+    used to crash or fit. Now: an error naming T, and the verdict "diverged" with nothing fitted."""
+    import json
+
+    from modeq.studies import slow_sde_study
+
+    p = uv()
+    with pytest.raises(ValueError, match="T"):
+        slow_sde_study(p, LabelNoise(p, 0.5), T=0.01)
+    r = slow_sde_study(p, LabelNoise(p, 0.5), etas=(1.0, 0.5), T=100.0, paths=2)  # h lambda ~ 4 and 2
+    assert r.verdict.verdict == "diverged" and r.fit is None
+    assert all(row.error is None for row in r.rows if row.diverged)
+    json.dumps(r.to_dict(), allow_nan=False)
+
+
+@pytest.mark.statistical
+def test_slow_sde_study_sgdm_alpha_records_beta_per_eta():
+    """SGDM with 1 - beta = eta^alpha (alpha = 0.5) against the label-noise flow: each row carries the beta used there,
+    the header names the schedule in CLI syntax, and the error is resolved and small."""
+    from modeq.optimizers import sgdm
+    from modeq.studies import slow_sde_study
+
+    p = uv()
+    r = slow_sde_study(p, LabelNoise(p, 1.0), etas=(0.04, 0.02), T=0.5, paths=8, optimizer=sgdm(0.9), alpha=0.5)
+    assert [row.hyper["beta"] for row in r.rows] == pytest.approx([1 - 0.04**0.5, 1 - 0.02**0.5], rel=1e-14)
+    assert r.optimizer == "--optimizer sgdm --param alpha=0.5 --param scale=1"
+    assert r.expected == 0.25 and r.target_stderr == [0.0, 0.0]
+    assert all(row.error < 0.02 for row in r.rows), [row.error for row in r.rows]
+    with pytest.raises(ValueError, match="alpha"):
+        slow_sde_study(p, LabelNoise(p, 1.0), etas=(0.04, 0.02), T=0.5, paths=8, alpha=0.5)  # SGD has no beta

@@ -1,8 +1,8 @@
 """Oracles for modeq.series._trees and modeq.series._symbolic (exact B-series coefficients of GD and heavy-ball).
 
 Every expected value below is either computed independently here (1-D BEA by a series ansatz, r_+ series,
-Narayana/Eulerian polynomials from their combinatorial definitions, dense Hessians) or transcribed from THEORY.md
-(Part C 1.1-1.2, A3, D3, D5) with its section named.
+Narayana/Eulerian polynomials from their combinatorial definitions, dense Hessians) or transcribed from docs/theory/
+(bea.md, hb_trees.md) with the section named.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def test_root_subtrees_with_multiplicity():
 # GD
 # ---------------------------------------------------------------------------------------------------------------------
 def test_gd_matches_theory_part_c_table():
-    # THEORY Part C 1.1: coefficient of F_f(t) for explicit Euler on f; F_f(t) = (-1)^|t| F(t) for f = -g.
+    # docs/theory/bea.md#gd: coefficient of F_f(t) for explicit Euler on f; F_f(t) = (-1)^|t| F(t) for f = -g.
     f_table = {
         "o": R(1),
         "[o]": R(-1, 2),
@@ -140,7 +140,7 @@ def test_gd_matches_theory_part_c_table():
 
 
 def test_gd_matches_theory_gradient_form():
-    # THEORY A2 and C1.2: -[g + h/2 Hg + h^2 (1/3 H^2 g + 1/12 T[g,g]) + h^3 (1/4 H^3 g + 1/12 T[Hg,g] + 1/12 H T[g,g])]
+    # docs/theory/bea.md#gd: -[g + h/2 Hg + h^2 (1/3 H^2 g + 1/12 T[g,g]) + h^3 (1/4 H^3 g + 1/12 T[Hg,g] + 1/12 H T[g,g])]
     expected = {
         "g": R(-1),
         "Hg": R(-1, 2),
@@ -256,7 +256,7 @@ def test_hb_map_theory_a3_closed_forms():
 
 
 def test_hb_map_theory_d3_five_node_brackets_and_six_node_polynomials():
-    # THEORY D3.2: h^5 beta(1+beta)/(1-beta)^9 {(1+5b+b^2)[H^4 g + 1/2 T3[Hg,Hg] + T3[g,H^2 g]]
+    # docs/theory/hb_trees.md#map: h^5 beta(1+beta)/(1-beta)^9 {(1+5b+b^2)[H^4 g + 1/2 T3[Hg,Hg] + T3[g,H^2 g]]
     #   + (1+7b+b^2)[1/2 H^2 T3[g,g] + H T3[g,Hg] + 1/2 T3[g,T3[g,g]] + 1/2 T4[g,g,Hg]]
     #   + (1+10b+b^2)[1/6 H T4[g,g,g] + 1/24 T5[g,g,g,g]]}
     brackets = {
@@ -282,7 +282,7 @@ def test_hb_map_theory_d3_five_node_brackets_and_six_node_polynomials():
     ],
 )
 def test_hb_map_theory_d3_values(beta, values):
-    # THEORY D3.2 table (C11): d/sigma in the row order o, [o], [[o]], [o,o], [[[o]]], [[o,o]], [o,[o]], [o,o,o]
+    # docs/theory/hb_trees.md#oracle: d/sigma in the row order o, [o], [[o]], [o,o], [[[o]]], [[o,o]], [o,[o]], [o,o,o]
     got = [r.coefficient.subs(BETA, beta) for r in hb_memoryless_coefficients(4)]
     assert got == values
 
@@ -292,14 +292,14 @@ def test_hb_map_tall_trees_are_narayana_and_bushy_trees_eulerian():
         tall, bushy = HB_MAP[tall_tree(k)], HB_MAP[bushy_tree(k)]
         assert tall.numerator == sp.expand(b * _narayana(k - 1)) and tall.denominator_power == 2 * k - 1
         assert bushy.numerator == sp.expand(b * _eulerian(k - 1)) and bushy.denominator_power == 2 * k - 1
-        # d/sigma = beta A_m/(m! (1-beta)^(2m+1)) for the bushy tree with m = k-1 leaves (THEORY D4.2)
+        # d/sigma = beta A_m/(m! (1-beta)^(2m+1)) for the bushy tree with m = k-1 leaves (docs/theory/hb_trees.md#polynomials)
         m = k - 1
         assert sp.cancel(bushy.coefficient - b * _eulerian(m) / (factorial(m) * (1 - b) ** (2 * m + 1))) == 0
 
 
 def test_hb_map_palindromic_and_free_tree_indexed():
     # d(t) = beta P_t(beta)/(1-beta)^(2|t|-1), P_t palindromic with positive integer coefficients, P_t(0) = 1;
-    # d(u o v) = d(v o u) (THEORY D4.3) for all |u| + |v| <= 6, hence d depends only on the free tree
+    # d(u o v) = d(v o u) (docs/theory/hb_trees.md#polynomials) for all |u| + |v| <= 6, hence d depends only on the free tree
     for t, r in HB_MAP.items():
         if t.order == 1:
             continue
@@ -317,7 +317,7 @@ def test_hb_map_palindromic_and_free_tree_indexed():
     for t, value in d.items():
         classes.setdefault(free_tree_key(t), set()).add(sp.cancel(value))
     assert all(len(values) == 1 for values in classes.values())
-    # THEORY D4.3: at 6 nodes, six free trees with six distinct polynomials
+    # docs/theory/hb_trees.md#polynomials: at 6 nodes, six free trees with six distinct polynomials
     assert len({next(iter(v)) for k, v in classes.items() if k.order == 6}) == 6
 
 
@@ -350,7 +350,7 @@ HB_ODE = by_tree(hb_modified_coefficients(6))
 
 
 def test_hb_modified_theory_d5_explicit_terms():
-    expected = {  # THEORY D5 (and A3), coefficient of F(t)
+    expected = {  # docs/theory/hb_trees.md#modified-equation, coefficient of F(t)
         "o": -1 / (1 - b),
         "[o]": -(1 + b) / (2 * (1 - b) ** 3),
         "[[o]]": -(1 + 4 * b + b**2) / (3 * (1 - b) ** 5),
@@ -366,7 +366,7 @@ def test_hb_modified_theory_d5_explicit_terms():
 
 
 def test_hb_modified_values_at_half():
-    # THEORY D5 (C11), b/sigma at beta = 1/2, row order o, [o], [[o]], [o,o], [[[o]]], [[o,o]], [o,[o]], [o,o,o]
+    # docs/theory/hb_trees.md#modified-equation, b/sigma at beta = 1/2, row order o, [o], [[o]], [o,o], [[[o]]], [[o,o]], [o,[o]], [o,o,o]
     got = [r.coefficient.subs(BETA, R(1, 2)) for r in hb_modified_coefficients(4)]
     assert got == [-2, -6, R(-104, 3), R(-50, 3), -252, -148, -244, -48]
 
@@ -381,13 +381,13 @@ def test_hb_modified_tall_trees_are_taylor_coefficients_of_log_r_plus():
     for k in range(1, 7):
         coef = HB_ODE[tall_tree(k)].coefficient
         assert sp.cancel(coef - R_PLUS[1][k - 1]) == 0, k
-        # THEORY D4.2: -(1/(k (1-beta)^(2k-1))) sum_j C(k-1, j)^2 beta^j
+        # docs/theory/hb_trees.md#modified-equation: -(1/(k (1-beta)^(2k-1))) sum_j C(k-1, j)^2 beta^j
         closed = -sum(comb(k - 1, j) ** 2 * b**j for j in range(k)) / (k * (1 - b) ** (2 * k - 1))
         assert sp.cancel(coef - closed) == 0, k
 
 
 def test_hb_modified_is_not_a_gradient_at_order_3():
-    # THEORY D5: b([[o]]) - b([o,o]) = -1/(6 (1-beta)^3) (sigma-normalised): the h^2 field is not a gradient
+    # docs/theory/hb_trees.md#not-gradient: b([[o]]) - b([o,o]) = -1/(6 (1-beta)^3) (sigma-normalised): the h^2 field is not a gradient
     diff = HB_ODE[T("[[o]]")].bseries_coefficient - HB_ODE[T("[o,o]")].bseries_coefficient
     assert sp.cancel(diff + 1 / (6 * (1 - b) ** 3)) == 0
 
@@ -425,7 +425,7 @@ THETA = jnp.array([0.5, 1.5])
 
 
 def test_elementary_differentials_match_theory_c11():
-    expected = {  # THEORY D3.2 "Concrete oracle (C11)"
+    expected = {  # docs/theory/hb_trees.md#oracle
         "o": (-0.549791337458, -0.499582674916),
         "[o]": (-1.636725802312, -0.617130547986),
         "[[o]]": (-4.315371574536, -1.375483158486),
@@ -441,7 +441,7 @@ def test_elementary_differentials_match_theory_c11():
 
 
 def test_hb_memoryless_map_matches_theory_c11():
-    # THEORY D3.2 (C11): Psi(theta) truncated at K nodes, beta = 1/2, h = 0.01
+    # docs/theory/hb_trees.md#oracle: Psi(theta) truncated at K nodes, beta = 1/2, h = 0.01
     expected = [
         (0.510995826749, 1.509991653498),
         (0.51165051707, 1.510238505718),

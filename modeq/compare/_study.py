@@ -4,7 +4,7 @@ For each step size $h$: run the optimizer for $N = \mathrm{round}(T/h)$ steps, i
 memoryless map) from the same point, and record $e_n = \|\theta_n - \theta(nh)\|_2$ for $n \le N$; then fit
 $\max_n e_n \approx C h^p$ (:func:`modeq.compare.fit_order`).
 
-Start of a momentum method (the choice decides the measured order; THEORY.md A3, D5):
+Start of a momentum method (the choice decides the measured order; docs/theory/manifold.md#initialization):
 
 * ``init="manifold"`` (default): $m_0 = M_h(\theta_0)$, the slow manifold at $\theta_0$ (fixed-point iterate with
   ``max(R + 2, 6)`` sweeps, far more accurate than $h^R$). On the manifold the optimizer *is* the memoryless map, whose
@@ -32,7 +32,7 @@ import numpy as np
 from .._errors import RegimeError
 from .._validation import check_int_at_least, check_positive
 from ..flows._modified import gradient_field, memoryless_map, modified_field
-from ..flows._principal import principal_flow, principal_flow_third
+from ..flows._principal import principal_flow, principal_flow_third, principal_flow_values
 from ..optimizers._simulate import simulate
 from ..optimizers._spec import Optimizer
 from ..series._manifold import manifold_point
@@ -252,31 +252,11 @@ def flow_values(spec: FlowSpec, flow, theta_start, h: float, steps: int, rtol: f
     return values, floor
 
 
-def is_quadratic(loss: Callable, theta0, *, rtol: float = 1e-10, max_dim: int = 2000) -> bool:
-    r"""Whether ``loss`` is a quadratic $\tfrac12\theta^\top A\theta - b^\top\theta + c$ (checked numerically: the
-    Hessian at $\theta_0$ equals the Hessian at a second point, and the quadratic model through $\theta_0$ reproduces
-    the loss at two other points, to ``rtol``). ``False`` above ``max_dim`` parameters (dense Hessians)."""
-    theta0 = jnp.asarray(theta0, jnp.float64)
-    if theta0.size > max_dim:
-        return False
-    try:
-        H0 = np.asarray(jax.hessian(loss)(theta0))
-        g0 = np.asarray(jax.grad(loss)(theta0))
-        L0 = float(loss(theta0))
-        rng = np.random.default_rng(0)
-        scale = 1.0 + float(np.max(np.abs(np.asarray(theta0))))
-        for _ in range(2):
-            d = rng.standard_normal(theta0.shape) * 0.5 * scale
-            p = theta0 + d
-            model = L0 + g0 @ d + 0.5 * d @ H0 @ d
-            Lp = float(loss(p))
-            ref = max(abs(Lp), abs(L0), float(np.abs(d) @ np.abs(H0) @ np.abs(d)), 1e-300)
-            if not abs(Lp - model) <= rtol * ref:
-                return False
-        H1 = np.asarray(jax.hessian(loss)(p))
-        return bool(np.all(np.abs(H1 - H0) <= rtol * (np.max(np.abs(H0)) + 1e-300)))
-    except (TypeError, ValueError):
-        return False
+def is_quadratic(loss: Callable, theta0) -> bool:
+    r"""Whether ``loss`` is a quadratic (numerically: :func:`modeq.series.quadratic_model`)."""
+    from ..series._start import quadratic_model
+
+    return quadratic_model(loss, theta0) is not None
 
 
 _PRINCIPAL_KINDS = ("principal", "principal+third")
@@ -360,7 +340,11 @@ def compare_flow(
             result.diverged_at.append(None)
             iterates = np.asarray(traj.theta[n0:])
             try:
-                values, floor = flow_values(spec, flow_obj, jnp.asarray(iterates[0]), h, steps, rtol, pad)
+                if spec.kind in _PRINCIPAL_KINDS:  # the complex-state flow: exact in every regime on quadratics
+                    values, floor = principal_flow_values(optimizer, loss, jnp.asarray(iterates[0]), h, steps,
+                                                          third=spec.kind == "principal+third", rtol=rtol, pad_to=pad)
+                else:
+                    values, floor = flow_values(spec, flow_obj, jnp.asarray(iterates[0]), h, steps, rtol, pad)
             except SolveError as exc:
                 raise SolveError(f"{spec.label}, h = {h:g}: {exc}", exc.t_failed) from None
             errors = np.linalg.norm(iterates - values, axis=-1)

@@ -1,6 +1,7 @@
 """Builders that return vector fields: modified fields of any order, memoryless maps, principal flows."""
 
-from ._modified import TRUNCATIONS, VectorField, gradient_field, memoryless_map, modified_field
+from ._central import CentralFlow, CentralFlowResult, CentralState, central_flow, central_flow_solve, solve_lcp
+from ._modified import TRUNCATIONS, RegimeWarning, VectorField, gradient_field, memoryless_map, modified_field
 from ._principal import (
     PrincipalDiagnostics,
     PrincipalField,
@@ -10,12 +11,15 @@ from ._principal import (
     principal_flow,
     principal_flow_solve,
     principal_flow_third,
+    principal_flow_values,
     real_part,
     to_complex_state,
 )
 
 __all__ = [
+    "central_flow", "central_flow_solve", "CentralFlow", "CentralFlowResult", "CentralState", "solve_lcp",
+    "RegimeWarning",
     "VectorField", "modified_field", "memoryless_map", "gradient_field", "TRUNCATIONS",
-    "principal_flow", "principal_flow_third", "principal_flow_solve", "principal_diagnostics", "PrincipalField",
+    "principal_flow", "principal_flow_third", "principal_flow_solve", "principal_flow_values", "principal_diagnostics", "PrincipalField",
     "PrincipalFlowResult", "PrincipalDiagnostics", "to_complex_state", "real_part", "imag_part",
 ]

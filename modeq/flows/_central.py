@@ -45,7 +45,7 @@ $D^3L[u_i, u_j]$); that matrix form is not implemented here: the diagonal form i
 third derivatives $D^3L[u_i, u_j]\cdot\theta'$, $i \ne j$, vanish (as in the decoupled two-edge example) and
 otherwise only corrected step by step by the relaxation.
 
-**Heavy-ball.** Not implemented (:class:`modeq.RegimeError`): its edge is $h\lambda = 2(1+\beta)$ and the same
+**Heavy-ball.** Not implemented (:class:`~modeq._errors.RegimeError`): its edge is $h\lambda = 2(1+\beta)$ and the same
 period-2 averaging suggests $\theta' = -[\nabla L + \frac12\sum\sigma_i^2\nabla S_i]/(1-\beta)$ with
 $S_i \le 2(1+\beta)/h$, but the momentum's own oscillation and the $O(h)$ corrections of the slow manifold at
 $h\lambda = O(1)$ are not accounted for; see ``docs/builders/central_flow.md``.
@@ -60,7 +60,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import warnings
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -134,7 +134,7 @@ class CentralFlow(eqx.Module):
     h: float
     k: int = eqx.field(static=True)
     backend: str = eqx.field(static=True)
-    iterations: Optional[int] = eqx.field(static=True)
+    iterations: int | None = eqx.field(static=True)
     seed: int = eqx.field(static=True)
     edge_factor: float = eqx.field(static=True, default=2.0)  # the edge is edge_factor / h
     rate: float = eqx.field(static=True, default=1.0)  # theta' = -rate [grad L + ...]
@@ -186,13 +186,13 @@ class CentralFlow(eqx.Module):
 
 
 def central_flow(optimizer: Optimizer, loss: Callable, *, h, k: int = 1, backend: str = "dense",
-                 iterations: Optional[int] = None, seed: int = 0) -> CentralFlow:
+                 iterations: int | None = None, seed: int = 0) -> CentralFlow:
     r"""The central flow of ``optimizer`` (gradient descent only) with step ``h`` on ``loss``: a :class:`CentralFlow`
     field in time $t = nh$ (module docstring for the formula, its source and validity).
 
     Args:
         optimizer: ``modeq.optimizers.gd()`` (anything with ``is_gradient_descent``); heavy-ball and the rest raise
-            :class:`modeq.RegimeError` (the momentum analogue is open: ``docs/builders/central_flow.md``).
+            :class:`~modeq._errors.RegimeError` (the momentum analogue is open: ``docs/builders/central_flow.md``).
         loss: $L(\theta)$ on a flat float64 vector.
         h: the step size, $> 0$; the edge is $S_i = 2/h$.
         k: how many top eigenvalues are kept below the edge (1..8); the $(k+1)$-th must stay below $2/h$.
@@ -205,8 +205,9 @@ def central_flow(optimizer: Optimizer, loss: Callable, *, h, k: int = 1, backend
     if not optimizer.is_gradient_descent:
         if optimizer.heavy_ball_form() is not None:
             raise RegimeError(
-                f"central flow: {optimizer.name} is heavy-ball-like; its edge is h*lambda = 2(1+beta), but the momentum "
-                "analogue of the central flow is not derived (open: see docs/builders/central_flow.md); use gd()"
+                f"central flow: {optimizer.name} is heavy-ball-like; its edge is h*lambda = 2(1+beta), but the "
+                "momentum analogue of the central flow is not derived (open: see docs/builders/central_flow.md); "
+                "use gd()"
             )
         raise RegimeError(f"central flow: only gradient descent is implemented (optimizer.is_gradient_descent), "
                           f"got {optimizer.name}")
@@ -232,7 +233,8 @@ class CentralFlowResult:
 
     ``theta[n]``; ``loss[n]`` $= L(\theta(t_n))$; ``loss_avg[n]`` $= L + \frac12\sum_i\sigma_i^2 S_i$ (GD's predicted
     time-averaged loss); ``sharpness[n, i]`` the top-$k$ eigenvalues (descending); ``sigma2[n, i]``; ``active[n, i]``
-    $= \sigma_i^2 > 0$; ``violation[n]`` the LCP residual; ``next_sharpness[n]`` the $(k+1)$-th eigenvalue; ``entered`` / ``left``: ``(t, i)`` where eigenvalue $i$
+    $= \sigma_i^2 > 0$; ``violation[n]`` the LCP residual; ``next_sharpness[n]`` the $(k+1)$-th eigenvalue;
+    ``entered`` / ``left``: ``(t, i)`` where eigenvalue $i$
     joins / leaves the active set (between two saved times, the later one is given); ``h``, ``substeps`` (solver
     steps per GD step), ``method``, ``tau`` (relaxation time).
     """
@@ -283,7 +285,8 @@ class CentralFlowResult:
             "h": self.h, "edge": self.edge, "substeps": self.substeps, "method": self.method, "tau": self.tau,
             "t": self.ts, "theta": self.theta, "loss": self.loss, "loss_avg": self.loss_avg,
             "sharpness": self.sharpness, "sigma2": self.sigma2, "active": self.active.astype(bool).tolist(),
-            "violation": self.violation, "next_sharpness": self.next_sharpness, "entered": self.entered, "left": self.left, "warnings": list(self.warnings),
+            "violation": self.violation, "next_sharpness": self.next_sharpness, "entered": self.entered,
+            "left": self.left, "warnings": list(self.warnings),
         })
 
 
@@ -295,14 +298,20 @@ def _integrate_path(flow: CentralFlow, theta0, steps: int, substeps: int, method
     def vel(th):
         return flow.state(th, tau).velocity
 
+    # RK4 as a scan over its four stages, so that the field (Hessian, eigh, LCP) is compiled once, not four times
+    coefficients = jnp.array([[0.0, 1 / 6], [0.5, 1 / 3], [0.5, 1 / 3], [1.0, 1 / 6]])
+
     def substep(th):
         if method == "euler":
             return th + dt * vel(th)
-        k1 = vel(th)
-        k2 = vel(th + 0.5 * dt * k1)
-        k3 = vel(th + 0.5 * dt * k2)
-        k4 = vel(th + dt * k3)
-        return th + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+        def stage(carry, c):
+            k_prev, acc = carry
+            k = vel(th + c[0] * dt * k_prev)
+            return (k, acc + c[1] * k), None
+
+        (_, acc), _ = jax.lax.scan(stage, (jnp.zeros_like(th), jnp.zeros_like(th)), coefficients)
+        return th + dt * acc
 
     def record(th):
         out = flow.state(th, tau)
@@ -319,7 +328,7 @@ def _integrate_path(flow: CentralFlow, theta0, steps: int, substeps: int, method
 
 
 def central_flow_solve(optimizer: Optimizer, loss: Callable, theta0, *, h, T, k: int = 1, backend: str = "dense",
-                       iterations: Optional[int] = None, substeps: int = 4, method: str = "rk4",
+                       iterations: int | None = None, substeps: int = 4, method: str = "rk4",
                        seed: int = 0) -> CentralFlowResult:
     r"""Integrate the central flow of GD with step ``h`` from ``theta0`` on $[0, Nh]$, $N = \mathrm{round}(T/h)$,
     saving at every $t_n = nh$.
@@ -370,6 +379,7 @@ def central_flow_solve(optimizer: Optimizer, loss: Callable, theta0, *, h, T, k:
         warnings.warn(note, UserWarning, stacklevel=2)
     return CentralFlowResult(
         ts=np.arange(steps + 1) * flow.h, theta=theta, loss=lo, loss_avg=lo_avg, sharpness=sharp, sigma2=sigma2,
-        active=sigma2 > 0, violation=viol, next_sharpness=nxt, h=flow.h, substeps=int(substeps), method=method, tau=flow.h / substeps,
+        active=sigma2 > 0, violation=viol, next_sharpness=nxt, h=flow.h, substeps=int(substeps), method=method,
+        tau=flow.h / substeps,
         warnings=tuple(notes),
     )

@@ -3,7 +3,7 @@ r"""Builders of modified vector fields: gradient flow, order-R backward-error co
 For GD the one-step map is $\Psi_h(\theta) = \theta - h\nabla L(\theta)$. For a momentum method it is the memoryless
 (on-manifold) map of :mod:`modeq.series._manifold`. Backward error analysis (:mod:`modeq.series._bea`) turns either into
 the modified field $f_h = f_1 + h f_2 + \dots$; "order $R$" keeps $f_1..f_R$ and has global error $O(h^R)$
-on $[0, T]$ for the iterates at $t = nh$ (Hairer, Lubich & Wanner ch. IX; THEORY.md A2, A3).
+on $[0, T]$ for the iterates at $t = nh$ (Hairer, Lubich & Wanner ch. IX; docs/theory/bea.md, docs/theory/manifold.md).
 
 Two truncations of the same series:
 
@@ -23,7 +23,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._validation import check_int_at_least, check_positive
+from .._pytree import on_pytrees
+from .._validation import check_flow_order, check_positive
 from ..optimizers._spec import Optimizer
 from ..series._bea import log_of_orbit, modified_field_coefficients
 from ..series._manifold import _check_reducible, manifold_orbit, reduced_map
@@ -66,8 +67,8 @@ class VectorField(eqx.Module):
 
     def __call__(self, theta):
         out = self.fn(theta, self.h)
-        if self.regime_beta is not None and not isinstance(theta, jax.core.Tracer) and not isinstance(
-                self.h, jax.core.Tracer):
+        if self.regime_beta is not None and isinstance(theta, jax.Array) and not isinstance(
+                theta, jax.core.Tracer) and not isinstance(self.h, jax.core.Tracer):  # flat arrays only, not pytrees
             self._check_regime(jnp.asarray(theta), out)
         return out
 
@@ -96,7 +97,7 @@ def _check_common(optimizer: Optimizer, h, order: int, truncation: str) -> int:
         raise TypeError(f"optimizer must be a modeq.optimizers.Optimizer, got {type(optimizer).__name__}")
     if not isinstance(h, jax.core.Tracer):
         check_positive("h", h)
-    order = check_int_at_least("order", order, 1)
+    order = check_flow_order("order", order)
     if truncation not in TRUNCATIONS:
         raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
     _check_reducible(optimizer)
@@ -114,33 +115,41 @@ def modified_field(
     r"""The order-$R$ modified vector field of ``optimizer`` on ``loss``: $\theta' = f_h^{[R]}(\theta)$.
 
     For momentum methods this is the field of the reduced (memoryless, on the slow manifold) dynamics, so its flow
-    tracks the optimizer started on its invariant manifold with global error $O(h^R)$. Examples (THEORY.md A2/A3):
+    tracks the optimizer started on its invariant manifold with global error $O(h^R)$. Examples (docs/theory/bea.md#gd, regularizers.md):
 
     * GD, $R = 2$: $-\nabla(L + \frac h4\|\nabla L\|^2)$ (implicit gradient regularization);
     * heavy-ball, $R = 2$: $-\frac1{1-\beta}\nabla\big(L + \frac{h(1+\beta)}{4(1-\beta)^2}\|\nabla L\|^2\big)$.
 
     Args:
         optimizer: e.g. ``modeq.optimizers.heavy_ball(beta=0.9)``.
-        loss: $L(\theta)$ on a flat vector.
+        loss: $L(\theta)$ on a flat vector or on a pytree of arrays (the field is then called on, and returns, pytrees
+            of the same structure, flattened with ``jax.flatten_util.ravel_pytree`` as in
+            :func:`modeq.optimizers.simulate`).
         h: step size $> 0$.
-        order: $R \ge 1$ ($R = 1$: the rescaled gradient flow $-F(\theta)$).
+        order: $1 \le R \le 8$ ($R = 1$: the rescaled gradient flow $-F(\theta)$; the ``direct`` truncation costs
+            $2^{R-1} + R$ gradients per evaluation, so larger orders are refused up front).
         truncation: ``"taylor"`` (exact polynomial in $h$) or ``"direct"`` (same order, much cheaper); see the module
             docstring.
     """
     order = _check_common(optimizer, h, order, truncation)
     grad = jax.grad(loss)
-    orbit = manifold_orbit(optimizer, grad, order - 1)
-    if truncation == "taylor":
 
-        def fn(theta, hh):
-            coefficients = modified_field_coefficients(orbit, theta, order)
-            return evaluate_polynomial(coefficients, hh) if order > 1 else coefficients[0]
+    def build(flat_loss):  # the field on flat vectors; on_pytrees applies it to pytrees too
+        orbit = manifold_orbit(optimizer, jax.grad(flat_loss), order - 1)
+        if truncation == "taylor":
 
-    else:
+            def fn(theta, hh):
+                coefficients = modified_field_coefficients(orbit, theta, order)
+                return evaluate_polynomial(coefficients, hh) if order > 1 else coefficients[0]
 
-        def fn(theta, hh):
-            return log_of_orbit(orbit(theta, hh, order)) / hh
+        else:
 
+            def fn(theta, hh):
+                return log_of_orbit(orbit(theta, hh, order)) / hh
+
+        return fn
+
+    fn = on_pytrees(build, loss)
     return VectorField(fn, jnp.asarray(h, dtype=jnp.float64), f"modified:{order}", order,
                        optimizer.slowest_decay() if order > 1 else None, grad)
 
@@ -154,14 +163,18 @@ def memoryless_map(optimizer: Optimizer, loss: Callable, *, h, order: int, trunc
     optimizer started on its manifold.
     """
     order = _check_common(optimizer, h, order, truncation)
-    step = reduced_map(optimizer, jax.grad(loss), order - 1)
-    if truncation == "taylor":
 
-        def fn(theta, hh):
-            return evaluate_polynomial(taylor_coefficients(lambda s: step(theta, s), order), hh)
+    def build(flat_loss):  # the map on flat vectors; on_pytrees applies it to pytrees too
+        step = reduced_map(optimizer, jax.grad(flat_loss), order - 1)
+        if truncation == "taylor":
 
-    else:
-        fn = step
+            def fn(theta, hh):
+                return evaluate_polynomial(taylor_coefficients(lambda s: step(theta, s), order), hh)
+
+            return fn
+        return step
+
+    fn = on_pytrees(build, loss)
     return VectorField(fn, jnp.asarray(h, dtype=jnp.float64), f"memoryless:{order}", order,
                        optimizer.slowest_decay() if order > 1 else None, jax.grad(loss))
 

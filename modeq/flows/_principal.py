@@ -8,7 +8,7 @@ where $r_*(x)$ is the root of largest modulus of $r^2 - (1 + \beta - x) r + \bet
 iterate multiplier; equal moduli: $\operatorname{Im} r_* > 0$), $\operatorname{Log}$ the principal branch, and
 $\varphi(0) = -1/(1-\beta)$. For GD ($\beta = 0$) $r_* = 1 - x$ and $\varphi(x) = \log(1-x)/x$, Rosca et al.'s PF;
 for heavy-ball (momentum-sum form $m_{n+1} = \beta m_n + g_n$, $\theta_{n+1} = \theta_n - h m_{n+1}$, time $t = nh$) it
-is the flow that heavy-ball started on its invariant manifold follows (THEORY.md A4, C2, D6). Branches of
+is the flow that heavy-ball started on its invariant manifold follows (docs/theory/principal_flow.md). Branches of
 $r_*$ (computed in closed form per eigenvalue, never by a complex log of a wandering complex number):
 
 * $x \le (1-\sqrt\beta)^2$: real positive root ($r_* > 1$ for $x < 0$): $\varphi$ real;
@@ -31,7 +31,7 @@ Complex regime. When some $r_*(x_i)$ is not positive the flow is complex. The st
 gradient continued to first order in $b$: $g(a + ib) = g(a) + i H(a) b$ and the eigenpairs taken at $a$. This is exact on
 quadratics, where $\operatorname{Re}\theta(nh)$ is the iterate and $\operatorname{Im}\theta(nh) = 0$. Because the
 eigenvalues stay real, the branch of $\operatorname{Log} r_*$ is fixed by the rule above and the solver never meets
-the branch cut (the stall reported in THEORY.md C2.2 came from evaluating a complex Hessian). On non-quadratic losses
+the branch cut (the stall reported in docs/theory/principal_flow.md#gd came from evaluating a complex Hessian). On non-quadratic losses
 in the complex regime the continuation drops $O(|b|^2)$ terms: use it as an analysis tool there. In the real regime
 $b \equiv 0$ and the real-state field ($\theta \in \mathbb R^d$, ``state="real"``) is the same flow at half the cost.
 
@@ -69,7 +69,6 @@ from ._modified import VectorField
 
 BACKENDS = ("dense", "lanczos")
 STATES = ("real", "complex")
-_SUPPORTED = {"gd": False, "heavy_ball": True, "heavy_ball_two_step": True}
 DEFAULT_TERMS = 10
 
 
@@ -229,14 +228,19 @@ def _residual_series(matvec, basis, vectors, coefficients, h):
 # Checks
 # =====================================================================================================================
 def _beta_of(optimizer) -> float:
-    """The momentum of a supported optimizer (0 for GD); ``ValueError`` naming ``optimizer`` otherwise."""
+    """The momentum of the principal flow (0 for GD), asked of the optimizer
+    (:meth:`~modeq.optimizers.Optimizer.principal_flow_momentum`); ``RegimeError`` naming ``optimizer`` if none."""
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a modeq.optimizers.Optimizer, got {type(optimizer).__name__}")
-    if optimizer.name not in _SUPPORTED:
-        raise ValueError(
-            f"optimizer: the principal flow is defined for gd and heavy_ball (heavy_ball_two_step), got {optimizer.name}"
+    beta = optimizer.principal_flow_momentum()
+    if beta is None:
+        from .._errors import RegimeError
+
+        raise RegimeError(
+            f"optimizer: the principal flow is defined for gradient descent and heavy-ball (optimizers whose "
+            f"principal_flow_momentum() is not None), got {optimizer.name}"
         )
-    return float(optimizer.hyper["beta"]) if _SUPPORTED[optimizer.name] else 0.0
+    return float(beta)
 
 
 def _check_options(backend, k, terms, iterations, state):
@@ -450,13 +454,14 @@ def principal_flow(
     fn = _cached(_field_function, loss, backend, k, terms, iterations, state, bool(third), int(seed))
     name = ("principal+third" if third else "principal") + ("" if state == "real" else ":complex")
     return PrincipalField(
-        fn, jnp.asarray(h, dtype=jnp.float64), name, 3 if third else 2, jnp.asarray(beta, dtype=jnp.float64)
+        fn, jnp.asarray(h, dtype=jnp.float64), name=name, order=3 if third else 2,
+        beta=jnp.asarray(beta, dtype=jnp.float64),
     )
 
 
 def principal_flow_third(optimizer: Optimizer, loss: Callable, *, h, **options) -> PrincipalField:
     r"""The principal flow plus the first term it misses, $c_3 h^2 T[g, g]$ with $T[g, g] = \frac{d^2}{ds^2}
-    \nabla L(\theta + s g)|_{s=0}$ (nested ``jax.jvp``): $c_3 = -1/12$ for GD (THEORY.md C1.2), and
+    \nabla L(\theta + s g)|_{s=0}$ (nested ``jax.jvp``): $c_3 = -1/12$ for GD (docs/theory/bea.md#gd), and
     $-(1 + 10\beta + \beta^2)/(12(1-\beta)^5)$ for heavy-ball. Global order 3 on non-quadratic losses (PF: 2).
     Options as :func:`principal_flow`."""
     return principal_flow(optimizer, loss, h=h, third=True, **options)
@@ -724,3 +729,44 @@ def _warn_truncation(loss, theta0, h, beta, k, iterations, seed):
             TruncationWarning,
             stacklevel=3,
         )
+
+
+def principal_flow_values(
+    optimizer: Optimizer,
+    loss: Callable,
+    theta_start,
+    h,
+    steps: int,
+    *,
+    third: bool = False,
+    rtol: float = 1e-12,
+    pad_to: Optional[int] = None,
+    max_steps: int = 100_000,
+):
+    r"""$\operatorname{Re}\theta(nh)$, $n = 0..$``steps``, of the principal flow (``third``: plus $c_3h^2T[g,g]$) started
+    at the real ``theta_start``, and an estimate of its numerical error: ``(values, floor)``.
+
+    The flow is integrated in the complex state (:func:`to_complex_state`; dense back-end), which is the principal
+    flow in every regime: on a quadratic $\operatorname{Re}\theta(nh)$ equals the iterates started on the slow
+    manifold by :func:`modeq.series.slow_manifold_start` (GD: any $h\lambda < 2$; heavy-ball: real, complex and
+    negative dominant roots, mixed), and in the real regime the imaginary part stays 0 (the real-state field). It is
+    solved twice, saving on the grid $nh$ and on the grid $nh/2$ (Dopri8 lands on every save time): the finer solution
+    is returned (shape (steps+1, d), real) and ``floor`` is the largest difference between the two at $t = nh$.
+    ``pad_to`` (>= ``steps``) pads the save times so that sweeps over ``h`` reuse one compiled solve. Raises
+    :class:`~modeq._errors.RegimeError` for an optimizer without a principal flow and :class:`modeq.solve.SolveError` if a
+    solve fails.
+    """
+    from ..solve._ode import solve_ode
+
+    _beta_of(optimizer)
+    h = check_positive("h", h)
+    steps = check_int_at_least("steps", steps, 1)
+    pad = max(steps, 0 if pad_to is None else int(pad_to))
+    theta_start = jnp.asarray(check_finite_array("theta_start", theta_start), dtype=jnp.float64)
+    field = principal_flow(optimizer, loss, h=h, state="complex", third=third)
+    y0 = to_complex_state(theta_start)
+    coarse = solve_ode(field, y0, np.arange(steps + 1) * h, rtol=rtol, pad_to=2 * pad + 1, max_steps=max_steps)
+    fine = solve_ode(field, y0, np.arange(2 * steps + 1) * (h / 2), rtol=rtol, pad_to=2 * pad + 1, max_steps=max_steps)
+    values = np.asarray(real_part(fine.ys[::2]))
+    floor = float(np.max(np.linalg.norm(values - np.asarray(real_part(coarse.ys)), axis=-1)))
+    return values, floor

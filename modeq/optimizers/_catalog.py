@@ -19,7 +19,7 @@ modeq                                  optax (learning_rate = h)
 =====================================  ==========================================================================
 
 Epsilon: ``eps`` is added outside the square root (optax/PyTorch), ``eps_root`` inside (Cattaneo, Klusowski &
-Shigida 2024 put it inside; THEORY.md C6.1). A smooth modified equation of order >= 2 needs ``eps_root > 0`` (or
+Shigida 2024 put it inside; docs/theory/optimizers.md#adaptive). A smooth modified equation of order >= 2 needs ``eps_root > 0`` (or
 ``eps > 0`` away from zero gradient components).
 """
 
@@ -242,7 +242,7 @@ def standard_to_normalized(gamma: float, beta: float, dampening: float = 0.0) ->
     r"""Map standard SGDM $(\gamma, \mu, \tau)$ with a zero buffer to normalized SGDM $(\eta, \beta)$.
 
     Lemma A.2 of Wang et al. (arXiv 2307.15196) with $c_0 = (1-\tau)/(1-\mu)$, constant in $k$:
-    $\beta = \mu$, $\eta = \gamma (1-\tau)/(1-\mu)$, and $b_k = c\, m_k$. (THEORY.md B1.5.)
+    $\beta = \mu$, $\eta = \gamma (1-\tau)/(1-\mu)$, and $b_k = c\, m_k$. (docs/theory/optimizers.md#sgdm.)
     """
     check_positive("gamma", gamma)
     check_unit_interval("beta", beta)

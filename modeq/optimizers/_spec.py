@@ -1,6 +1,6 @@
 r"""One specification format for every optimizer: the momentum-variable form.
 
-Cattaneo & Shigida (arXiv 2502.02132, Remark 3.2; THEORY.md A1) observe that GD, heavy-ball, Nesterov, SGDM,
+Cattaneo & Shigida (arXiv 2502.02132, Remark 3.2; docs/theory/optimizers.md) observe that GD, heavy-ball, Nesterov, SGDM,
 RMSProp, Adam(W), NAdam(W) and Lion-K are all "functions of momentum variables":
 
 $$ m_\ell^{(n+1)} = \beta_\ell\, m_\ell^{(n)} + b_\ell\, s_\ell(g_n, \theta_n), \qquad

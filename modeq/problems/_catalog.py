@@ -2,7 +2,7 @@ r"""Canonical test problems, with their manifolds of minimizers where known.
 
 Sources: the product model and Rosenbrock-type valley are the non-quadratic examples of Barrett & Dherin (2021) and
 Cattaneo & Shigida (arXiv 2502.02132); the uv, hyperbola and diagonal-linear-network models are the slow-SDE
-examples of Li, Wang & Arora (arXiv 2110.06914); see ``shared/THEORY.md`` Part B section 4 and Part C section 9.
+examples of Li, Wang & Arora (arXiv 2110.06914); see docs/theory/slow_sde.md#problems.
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validation import MAX_DENSE_DIM, MAX_DIM, check_int_at_least, check_positive, check_size
+from .._validation import (
+    MAX_DENSE_DIM,
+    MAX_DIM,
+    check_int_at_least,
+    check_positive,
+    check_size,
+)
 from ._problem import Problem
 
 
@@ -38,7 +44,7 @@ def quadratic(d: int = 20, *, seed: int = 0, condition: float = 10.0, lambda_max
     geometrically in $[\lambda_{\max}/\kappa, \lambda_{\max}]$. The minimizer is $\theta^* = 0$.
     """
     d = check_int_at_least("d", d, 1)
-    check_size("d", d, limit=MAX_DENSE_DIM, per_unit_bytes=8.0 * d, what="the dense d x d matrix")
+    check_size("d", d, limit=MAX_DENSE_DIM, quadratic=True, what="the dense d x d matrix")
     check_positive("condition", condition)
     check_positive("lambda_max", lambda_max)
     rng = np.random.default_rng(seed)
@@ -207,7 +213,7 @@ def mlp(d: int = 1000, *, inputs: int = 8, n: int = 64, seed: int = 0) -> Proble
 
 
 def uv(y: float = 1.0) -> Problem:
-    r"""The uv model $L(u, v) = \frac12(uv - y)^2$ (Li, Wang & Arora 2022; THEORY.md B4.1).
+    r"""The uv model $L(u, v) = \frac12(uv - y)^2$ (Li, Wang & Arora 2022; docs/theory/slow_sde.md#uv).
 
     $\Gamma = \{uv = y\}$; on $\Gamma$, $\mathrm{tr}\,\nabla^2 L = u^2 + v^2$. Gradient flow conserves $u^2 - v^2$.
     """
@@ -228,7 +234,7 @@ def uv(y: float = 1.0) -> Problem:
 
 
 def hyperbola() -> Problem:
-    r"""Hyperbola model $L = \frac12 (u^2 - v^2 - 1)^2$, $\Gamma = \{u^2 - v^2 = 1\}$ (THEORY.md B4.2).
+    r"""Hyperbola model $L = \frac12 (u^2 - v^2 - 1)^2$, $\Gamma = \{u^2 - v^2 = 1\}$ (docs/theory/slow_sde.md#hyperbola).
 
     Gradient flow conserves $uv$."""
     ys = jnp.array([1.0])
@@ -251,7 +257,7 @@ def diagonal_net(d: int = 10, n: int = 5, *, sparsity: int = 2, seed: int = 0) -
     r"""Diagonal linear network $f(z) = \langle u\odot u - v\odot v, z\rangle$ on sparse regression data, $n < d$.
 
     Parameters $\theta = (u, v) \in \mathbb R^{2d}$; loss $\frac1{2n}\sum_i (f(z_i) - y_i)^2$ with $y = Z w^*$,
-    $w^*$ ``sparsity``-sparse. $\Gamma = \{Z(u\odot u - v\odot v) = y\}$ (THEORY.md B4.3).
+    $w^*$ ``sparsity``-sparse. $\Gamma = \{Z(u\odot u - v\odot v) = y\}$ (docs/theory/slow_sde.md#diagonal).
     """
     d = check_size("d", d, low=2, limit=MAX_DIM // 2)
     n = check_size("n", n, limit=MAX_DIM // d, per_unit_bytes=8.0 * d, what="the n x d data")

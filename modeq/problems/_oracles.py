@@ -5,7 +5,7 @@ oracle derives its per-step randomness by ``jax.random.fold_in``, so the same ke
 recomputed on its own, and oracles are jit- and vmap-friendly (vmap over keys gives independent runs).
 
 Noise models follow the NGOS of Malladi et al. (2022) / Wang et al. (arXiv 2307.15196, Def. 3.1):
-$g = \nabla L(\theta) + \sigma z$, $\mathbb E z = 0$, $\mathrm{Cov}\,z = \Sigma(\theta)$ (THEORY.md B1.2).
+$g = \nabla L(\theta) + \sigma z$, $\mathbb E z = 0$, $\mathrm{Cov}\,z = \Sigma(\theta)$ (docs/theory/sme.md#ngos).
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ class LabelNoise(Oracle):
 
 @dataclasses.dataclass(frozen=True)
 class SVAG(Oracle):
-    r"""Stochastic variance amplified gradient (Li, Malladi & Arora 2021; THEORY.md B3.3).
+    r"""Stochastic variance amplified gradient (Li, Malladi & Arora 2021; docs/theory/sme.md#sme).
 
     $g^{(l)} = \frac{1+\sqrt{2l-1}}{2} g_a + \frac{1-\sqrt{2l-1}}{2} g_b$ from two independent draws of ``base``:
     same mean, covariance $l$ times the base covariance. Run it with learning rate $\eta/l$ (time $t = k\eta/l$).

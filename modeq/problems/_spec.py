@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import importlib.util
+import inspect
 import os
 import sys
 from typing import Any, Optional
@@ -136,8 +136,8 @@ def resolve_problem(spec: str, theta0: Optional[Any] = None) -> Problem:
                 kwargs[key] = _parse_value(val.strip())
         try:
             problem = PROBLEMS[head](**kwargs)
-        except TypeError as exc:
-            raise ValueError(f"loss: bad option for problem {head!r}: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"loss {head}: {exc}") from None
     else:
         if ":" not in spec:
             raise ValueError(

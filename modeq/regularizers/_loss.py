@@ -1,5 +1,5 @@
 r"""Implicit regularizers: the modified loss $\tilde L = L + \sum_i c_i R_i$ whose (preconditioned) gradient flow or
-gradient-descent map reproduces an optimizer to second order in $h$ (THEORY.md A5, C1.2, C3, C4, C6.5, C6.6).
+gradient-descent map reproduces an optimizer to second order in $h$ (docs/theory/regularizers.md).
 
 Two forms, ``form=``:
 
@@ -13,7 +13,7 @@ Two forms, ``form=``:
 
 Adaptive methods (Adam, AdamW, NAdam, RMSProp, Lion) are written in the $\varepsilon\to0$ preconditioned form
 $P = \mathrm{diag}(1/(\sqrt{g^2+\epsilon_{root}}+\epsilon))$ with the perturbed one-norm
-$\|g\|_{1,\delta} = \sum_j\sqrt{g_j^2+\delta}$, $\delta = \epsilon_{root}$ (THEORY.md C6.5/C6.6). With $\epsilon>0$ the
+$\|g\|_{1,\delta} = \sum_j\sqrt{g_j^2+\delta}$, $\delta = \epsilon_{root}$ (docs/theory/regularizers.md#adaptive). With $\epsilon>0$ the
 true correction has a second, differently preconditioned part (weight $\epsilon/s^3$) that is *not* the preconditioned
 gradient of any scalar; it is returned by :meth:`ModifiedLoss.remainder` (so that scalar part + remainder equals the
 series engine's field exactly) and ``exact=True`` refuses the limit with a ``ValueError`` naming the reason.
@@ -31,6 +31,7 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from .._pytree import pytree_method, with_pytrees
 from .._validation import check_int_at_least, check_positive
 from ..optimizers._spec import Optimizer
 
@@ -116,7 +117,11 @@ class ModifiedLoss:
     remainder: Optional[Callable] = dataclasses.field(default=None, repr=False)
     limit: str = ""
     note: str = ""
+    rebuild: Optional[Callable] = dataclasses.field(default=None, repr=False, compare=False)
+    """``flat_loss -> ModifiedLoss`` of the same optimizer on a flattened loss: lets every method take a pytree
+    ``theta`` (set by :func:`modified_loss`; see :mod:`modeq._pytree`)."""
 
+    @pytree_method()
     def __call__(self, theta):
         out = self.loss(theta)
         for term in self.terms:
@@ -130,10 +135,12 @@ class ModifiedLoss:
                 return t
         raise KeyError(f"no term {name!r}; terms: {[t.name for t in self.terms]}")
 
+    @pytree_method(unravel=True)
     def grad(self, theta):
         r"""$\nabla\tilde L(\theta)$, the gradient of the modified loss (by autodiff)."""
         return jax.grad(self.__call__)(theta)
 
+    @pytree_method(unravel=True)
     def field(self, theta):
         r"""$-s\,P\nabla\tilde L - \lambda'\theta$ (the ODE field, or minus the memoryless direction)."""
         g = self.grad(theta)
@@ -141,10 +148,12 @@ class ModifiedLoss:
             g = self.preconditioner(theta) * g
         return -self.scale * g - self.weight_decay * theta
 
+    @pytree_method(unravel=True)
     def step(self, theta):
         r"""One step of the memoryless iteration $\theta + h\,$ ``field(theta)`` (``form="memoryless"``)."""
         return theta + self.h * self.field(theta)
 
+    @pytree_method()
     def values(self, theta) -> dict:
         """``{"loss": L, term names..., "modified_loss": L~}`` at ``theta`` (floats)."""
         out = {"loss": float(self.loss(theta))}
@@ -244,11 +253,12 @@ def _momentum_like(optimizer: Optimizer) -> Optional[tuple[Fraction, Fraction, s
 def _not_gradient_hb(name: str, order: int) -> ValueError:
     return ValueError(
         f"order: the order-{order} modified equation of {name} is not a gradient flow (its h^2 coefficients violate "
-        "the potential condition c([[o]]) = 2 c([o,o]); THEORY.md claim 4), so there is no scalar modified loss; "
+        "the potential condition c([[o]]) = 2 c([o,o]); docs/theory/hb_trees.md#not-gradient), so there is no scalar modified loss; "
         f"use modeq.flows.modified_field(optimizer, loss, h=h, order={order}) for the vector field"
     )
 
 
+@with_pytrees
 def modified_loss(
     optimizer: Optimizer, loss: Callable, *, h, form: str = "ode", order: int = 2, exact: bool = False
 ) -> ModifiedLoss:
@@ -257,7 +267,9 @@ def modified_loss(
     Args:
         optimizer: a :mod:`modeq.optimizers` optimizer (gd, heavy_ball, nesterov, sgdm, sgdm_standard, adam, adamw,
             nadam, rmsprop, lion with K = l1 or smooth_l1).
-        loss: $L(\theta)$ on a flat vector.
+        loss: $L(\theta)$ on a flat vector or on a pytree of arrays (an equinox model's parameters, a params dict):
+            the methods of the result then take pytrees of that structure, flattened with
+            ``jax.flatten_util.ravel_pytree`` as in :func:`modeq.optimizers.simulate`.
         h: the step size.
         form: ``"ode"`` (order-2 modified equation: memory + discretization) or ``"memoryless"`` (memory only:
             the Cattaneo-Shigida memoryless iteration).
@@ -292,7 +304,7 @@ def _gd(loss, h, form, order) -> ModifiedLoss:
         if order >= 3:
             raise ValueError(
                 f"order: GD's order-{order} modified equation is not a gradient flow (its h^2 term contains "
-                "(1/12) H grad(||g||^2), not a gradient; THEORY.md C1.2), so there is no scalar modified loss; use "
+                "(1/12) H grad(||g||^2), not a gradient; docs/theory/bea.md#gd), so there is no scalar modified loss; use "
                 f"modeq.flows.modified_field(gd(), loss, h=h, order={order})"
             )
         if order == 2:
@@ -316,7 +328,7 @@ def _heavy_ball(name, loss, h, form, order, beta, a, kind) -> ModifiedLoss:
                 c = (1 + beta) / (4 * (1 - beta) ** 2)
             else:
                 c = (1 - beta + 2 * beta**2) / (4 * (1 - beta) ** 2)
-                source = "Part C4 of THEORY.md (derived, measured); " + _CS
+                source = "docs/theory/regularizers.md#nesterov (derived, measured); " + _CS
             terms.append(_sq_term(loss, c * a, h, source))
     else:
         if order >= 4 or (order == 3 and kind != "hb"):
@@ -332,7 +344,7 @@ def _heavy_ball(name, loss, h, form, order, beta, a, kind) -> ModifiedLoss:
             c3 = beta * (1 + beta) / (2 * (1 - beta) ** 4)
             terms.append(Term("grad_hess_grad", "grad L^T Hess L grad L", float(c3 * a * a) * h * h,
                               _exact(c3 * a * a, 2), grad_hess_grad(loss), _sign(c3),
-                              "THEORY.md C3.4 (on-manifold HB map, derived); Cattaneo & Shigida arXiv 2509.08483"))
+                              "docs/theory/hb_trees.md#map (on-manifold HB map, derived); Cattaneo & Shigida arXiv 2509.08483"))
     note = ""
     if a != 1:
         note = f"mapped to heavy-ball with step {a} h = {he:g}"

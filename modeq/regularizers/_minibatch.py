@@ -1,4 +1,4 @@
-r"""Mini-batch implicit regularization of heavy-ball / SGD+M (THEORY.md A6, C7.2, C7.3).
+r"""Mini-batch implicit regularization of heavy-ball / SGD+M (docs/theory/regularizers.md#minibatch).
 
 Setting: $m$ fixed mini-batch losses $L^{(k)}$, $L = \frac1m\sum_k L^{(k)}$; random reshuffling: epoch $e$ visits the
 batches in the order of an independent uniform permutation $\pi_e$. Heavy-ball in momentum-sum form,
@@ -71,7 +71,7 @@ def batch_losses(problem, batch_size: int = 1) -> BatchLosses:
 
 
 def hb_noise_coefficients(beta) -> dict:
-    r"""Exact stationary coefficients (THEORY.md C7.3): $C_{same} = \beta/((1-\beta)^2(1+\beta))$,
+    r"""Exact stationary coefficients (docs/theory/regularizers.md#expected): $C_{same} = \beta/((1-\beta)^2(1+\beta))$,
     $C_{diff} = 2\beta^2/((1-\beta)^3(1+\beta))$, their sum $\beta/(1-\beta)^3$, and the modified-loss coefficients
     $\beta/(2(1-\beta)^2)$ (full batch) and $\beta/(2(1-\beta)(1+\beta))$ (noise), all times $h$."""
     b = _frac(check_unit_interval("beta", beta))
@@ -202,7 +202,7 @@ def _sgdm_run(fn, x0, seq, beta, h):
 
 def ghosh_flow(batches: BatchLosses, theta0, sequence: Sequence[int], *, beta, h, igr: bool = True,
                substeps: int = 8) -> np.ndarray:
-    r"""Ghosh et al.'s piecewise modified flow (THEORY.md A6, C7.2), values at $t_k = kh$, $k = 0..K$:
+    r"""Ghosh et al.'s piecewise modified flow (docs/theory/regularizers.md#ghosh), values at $t_k = kh$, $k = 0..K$:
     on $[t_k, t_{k+1})$, $x' = -\nabla[G_k + \frac h4(\|\nabla G_k\|^2 + 2\sum_{r<k}\beta^{k-r}\|\nabla G_r\|^2)]$,
     $G_k = \sum_{r\le k}\beta^{k-r}E_r$. ``igr=False`` drops the $h$ terms ($x' = -\nabla G_k$, first order).
     Implemented with $\nabla G_k = \sum_j W_k[j]\nabla L^{(j)}$, $W_k = \beta W_{k-1} + e_{\mathrm{seq}[k]}$ and the

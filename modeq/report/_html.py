@@ -116,7 +116,7 @@ def _fig_principal(report: Report) -> str:
     import matplotlib.pyplot as plt
 
     r = report.principal.result
-    res, iterates = r["flow"], r["iterates"]
+    res, iterates = r.flow, r.iterates
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     if iterates.shape[1] >= 2:
         axes[0].plot(iterates[:, 0], iterates[:, 1], "k.", ms=3, label="iterates")
@@ -128,11 +128,11 @@ def _fig_principal(report: Report) -> str:
         axes[0].plot(res.ts, res.theta[:, 0], "-", label="Re principal flow")
         axes[0].set_xlabel("t = n h")
     axes[0].legend(fontsize=8)
-    axes[1].semilogy(res.ts, np.abs(r["iterate_loss"]), "k.", ms=3, label="L(iterates)")
+    axes[1].semilogy(res.ts, np.abs(r.iterate_loss), "k.", ms=3, label="L(iterates)")
     axes[1].semilogy(res.ts, np.abs(res.loss), "-", label="L(Re flow)")
     axes[1].set_xlabel("t = n h")
     axes[1].legend(fontsize=8)
-    axes[2].semilogy(res.ts[1:], np.maximum(r["errors"][1:], 1e-300), "-")
+    axes[2].semilogy(res.ts[1:], np.maximum(r.errors[1:], 1e-300), "-")
     axes[2].set_xlabel("t = n h")
     axes[2].set_ylabel("|iterate - Re flow|")
     fig.tight_layout()
@@ -209,21 +209,23 @@ def _principal_html(report: Report) -> str:
     if sec.result is None:
         return "\n".join(parts)
     r = sec.result
-    res, diag = r["flow"], r["flow"].diagnostics
+    res, diag = r.flow, r.flow.diagnostics
     steps = res.ts.shape[0] - 1
     parts.append(f'<p class="note">Real part of the principal flow at t = nh (Dopri8, rtol 1e-12) against the '
                  f"iterates, h = {res.h:g}, T = {res.ts[-1]:g}, backend {_e(res.backend)}; same computation as "
-                 f"<code>modeq principal-flow</code>. Max error {float(r['errors'].max()):.3e}; {sec.seconds:.1f} s."
+                 f"<code>modeq principal-flow</code>. Max error {float(r.errors.max()):.3e}; {sec.seconds:.1f} s."
                  "</p>")
+    parts.append(f"<p>Verdict: <b>{_e(r.verdict.verdict)}</b>: {_e(r.verdict.reason)}</p>")
+    parts.extend(f'<p class="note">{_e(n)}</p>' for n in r.notes)
     rows = []
     for n in sorted(set(np.linspace(0, steps, 9).astype(int).tolist())):
         hl = f"{diag.h_lambda_max[n]:.4f}" if diag is not None else "-"
         regime = diag.regime[n] if diag is not None else "-"
-        rows.append([n, f"{res.ts[n]:.4g}", f"{float(r['iterate_loss'][n]):.6e}", f"{res.loss[n]:.6e}",
-                     f"{r['errors'][n]:.3e}", hl, regime])
+        rows.append([n, f"{res.ts[n]:.4g}", f"{float(r.iterate_loss[n]):.6e}", f"{res.loss[n]:.6e}",
+                     f"{r.errors[n]:.3e}", hl, regime])
     parts.append(_table(["n", "t", "L(iterate)", "L(flow)", "|error|", "h lambda_max", "regime"], rows))
-    if r["diverged_at"] is not None:
-        parts.append(f'<p class="bad">The iterates diverged at step {r["diverged_at"]}.</p>')
+    if r.diverged_at is not None:
+        parts.append(f'<p class="bad">The iterates diverged at step {r.diverged_at}.</p>')
     if diag is not None and diag.crossings:
         parts.append(f"<p>Edge of stability crossed at steps {_e(diag.crossings)}.</p>")
     parts.append(_img(_fig_principal(report), "Parameter space (left), loss (middle) and the distance between the "
@@ -270,8 +272,8 @@ def _summary_html(report: Report) -> str:
                      f"<b>{_e(v['verdict'])}</b></li>")
     pf = report.principal
     if pf.result is not None:
-        items.append(f"<li><b>principal flow</b>: max |iterate - Re flow| = {float(pf.result['errors'].max()):.3e} "
-                     f"at h = {pf.result['flow'].h:g}</li>")
+        items.append(f"<li><b>principal flow</b>: max |iterate - Re flow| = {float(pf.result.errors.max()):.3e} "
+                     f"at h = {pf.result.h:g}: <b>{_e(pf.result.verdict.verdict)}</b></li>")
     elif pf.skipped:
         items.append("<li><b>principal flow</b>: skipped (see section 2)</li>")
     reg = report.regularizer

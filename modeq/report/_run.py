@@ -68,10 +68,7 @@ class Report:
                 if sec.name == "convergence":
                     entry["results"] = [r.to_dict() for r in sec.result]
                 elif sec.name == "principal":
-                    entry.update(sec.result["flow"].to_dict())
-                    entry.update({"iterate_error": sec.result["errors"].tolist(),
-                                  "max_error": float(sec.result["errors"].max()),
-                                  "iterate_loss": sec.result["iterate_loss"].tolist()})
+                    entry.update(sec.result.to_dict())
                 else:
                     entry.update(sec.result.to_dict())
             out[sec.name] = entry
@@ -129,9 +126,8 @@ def run_report(
     records its error and the others still run; bad arguments (unknown flow, non-positive ``h``) raise
     ``ValueError`` before anything runs.
     """
-    from ..flows import principal_flow_solve
     from ..regularizers import regularizer_report
-    from ..series import manifold_point
+    from ..studies import principal_flow_study
 
     hs = sorted((float(h) for h in (hs if hs is not None else default_hs(optimizer, problem.loss, problem.theta0))),
                 reverse=True)
@@ -183,29 +179,14 @@ def run_report(
     start = time.perf_counter()
     if optimizer.principal_flow_momentum() is None:
         pf.skipped = (
-            f"skipped: modeq defines the principal flow for gradient descent and heavy-ball only (THEORY.md A4, D6: "
+            f"skipped: modeq defines the principal flow for gradient descent and heavy-ball only (docs/theory/principal_flow.md: "
             f"it sums the principal terms of the modified equation in closed form through the root r_*(h lambda) of "
             f"GD's / heavy-ball's characteristic polynomial on each Hessian eigendirection); there is no such flow "
             f"for {optimizer.name}."
         )
     else:
         try:
-            res = principal_flow_solve(optimizer, problem.loss, problem.theta0, h=ph, T=pT)
-            steps = res.ts.shape[0] - 1
-            m0 = "zero"
-            if optimizer.momenta:
-                m0 = manifold_point(optimizer, problem.loss, problem.theta0, h=ph, sweeps=6)  # as compare_flow
-                if not all(np.all(np.isfinite(np.asarray(m))) for m in m0):
-                    m0 = "zero"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DivergenceWarning)
-                traj = simulate(optimizer, problem.loss, problem.theta0, steps, h=ph, m0=m0)
-            iterates = np.asarray(traj.theta)
-            pf.result = {
-                "flow": res, "iterates": iterates, "iterate_loss": np.asarray(traj.loss),
-                "errors": np.linalg.norm(iterates - res.theta, axis=-1),
-                "diverged_at": int(traj.diverged_at) if traj.diverged else None,
-            }
+            pf.result = principal_flow_study(optimizer, problem.loss, problem.theta0, h=ph, T=pT)
         except _SECTION_ERRORS as exc:
             pf.error = _first_line(exc)
     pf.seconds = time.perf_counter() - start

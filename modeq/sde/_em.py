@@ -3,7 +3,7 @@ r"""Ito SDE ensembles: a fixed-step ``lax.scan`` Euler--Maruyama and a diffrax p
 * ``method="scan"``: $X_{n+1} = X_n + b(t_n, X_n)\Delta t + \sigma(t_n, X_n)\sqrt{\Delta t}\,\xi_n$ with
   $\xi_n$ = ``normal(fold_in(key_p, n))``: path $p$ has key ``split(key, paths)[p]``, so any path or step can be
   recomputed alone and results do not depend on how paths are batched or sharded.
-* ``method="diffrax"``: ``diffrax.Euler`` (Ito; STACK.md pitfall 2) on ``MultiTerm(ODETerm, ControlTerm)`` driven by a
+* ``method="diffrax"``: ``diffrax.Euler`` (Ito; docs/theory/numerics.md#sde) on ``MultiTerm(ODETerm, ControlTerm)`` driven by a
   ``VirtualBrownianTree`` with ``tol = dt/2`` (pitfall 4). Same law, different noise stream from ``scan``.
 
 When several devices exist and ``paths`` is a multiple of their number, the path axis is sharded across them with

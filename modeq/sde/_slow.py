@@ -1,13 +1,14 @@
-r"""The slow SDE on the manifold $\Gamma$ of minimizers (Li, Wang & Arora 2022; THEORY.md B2, B6), slow time
+r"""The slow SDE on the manifold $\Gamma$ of minimizers (Li, Wang & Arora 2022; docs/theory/slow_sde.md), slow time
 $t = \eta^2 k$.
 
 * :func:`phi`: $\Phi(x)$, the limit of gradient flow (Dopri8, tight tolerances), with a convergence check that raises
   ``ValueError`` when the flow does not reach a minimizer.
 * :func:`manifold_operators`: $\partial\Phi = P_\parallel$, $P_\perp$, $H^+$ from the eigendecomposition of
   $\nabla^2 L$ on $\Gamma$ (relative eigenvalue threshold).
-* :func:`d2phi_closed` (THEORY B2.4), :func:`d2phi_variational` (B2.6.3, forward sensitivity ODE) and
+* :func:`d2phi_closed` (docs/theory/slow_sde.md#explicit), :func:`d2phi_variational` (#computing there, forward sensitivity ODE) and
   :func:`d2phi_fd` (central differences of $\Phi$): three independent computations of $\partial^2\Phi(x)[\Sigma]$.
 * :func:`label_noise_flow`: the deterministic label-noise limit $\dot Y = -\frac c4 P_\parallel\nabla\,{\rm tr}\nabla^2L$.
+* :func:`slow_drift`: the drift $\frac12\partial^2\Phi[\Sigma]$ of LWA's explicit form.
 * :func:`slow_sde`: ensembles of the slow SDE, by the projected-noise scheme
   $Y \leftarrow \Phi(Y + \sqrt{dt}\,\Sigma^{1/2}(Y)\xi)$ (no third derivatives; never nearest-point projection) or by
   Euler--Maruyama on LWA's explicit form $dY = P_\parallel\Sigma^{1/2}dW + \frac12\partial^2\Phi[\Sigma]dt$
@@ -82,7 +83,7 @@ def phi(loss: Callable, x, *, t_max: float = 200.0, gtol: float = 1e-8, rtol: fl
 @dataclasses.dataclass(frozen=True)
 class ManifoldOperators:
     r"""Operators at a point of $\Gamma$ from the eigendecomposition $\nabla^2L = V{\rm diag}(\lambda)V^\top$
-    (Li, Wang & Arora 2022; THEORY B2.3): $P_\parallel = \partial\Phi$ (kernel), $P_\perp = HH^+$, $H^+$, the
+    (Li, Wang & Arora 2022; docs/theory/slow_sde.md#operators): $P_\parallel = \partial\Phi$ (kernel), $P_\perp = HH^+$, $H^+$, the
     eigenpairs and the mask of normal (nonzero) eigenvalues."""
 
     p_par: jax.Array
@@ -118,7 +119,7 @@ def lyapunov_inverse(ops: ManifoldOperators, S) -> jax.Array:
 
 
 def d2phi_closed(loss: Callable, x, sigma, rel_tol: float = 1e-8, *, terms: bool = False):
-    r"""Closed form (THEORY B2.4) of $\partial^2\Phi(x)[\Sigma]$ at $x \in \Gamma$:
+    r"""Closed form (docs/theory/slow_sde.md#explicit) of $\partial^2\Phi(x)[\Sigma]$ at $x \in \Gamma$:
     $-H^+\partial^2(\nabla L)[\Sigma_\parallel] - 2P_\parallel\partial^2(\nabla L)[H^+\Sigma_{\perp\parallel}]
     - P_\parallel\partial^2(\nabla L)[L_H^{-1}(\Sigma_\perp)]$. With ``terms=True`` also return the three terms."""
     x = jnp.asarray(x, dtype=jnp.float64)
@@ -153,7 +154,7 @@ def _variational(loss, x, sigma, t_max, rtol, atol):
 
 
 def d2phi_variational(loss: Callable, x, sigma, *, t_max: float = 200.0, rtol: float = _RTOL, atol: float = _ATOL):
-    r"""$(\Phi(x), \partial\Phi(x), \partial^2\Phi(x)[\Sigma])$ from the variational equations (THEORY B2.6.3):
+    r"""$(\Phi(x), \partial\Phi(x), \partial^2\Phi(x)[\Sigma])$ from the variational equations (docs/theory/slow_sde.md#computing):
     $\dot J = -HJ$, $\dot K = -HK - \partial^2(\nabla L)[J\Sigma J^\top]$, integrated with gradient flow to
     ``t_max``. Valid anywhere in the basin, not only on $\Gamma$."""
     x = jnp.asarray(x, dtype=jnp.float64)
@@ -243,20 +244,35 @@ class SlowPaths:
                 "mean": ys.mean(0).tolist(), "std": ys.std(0, ddof=1).tolist()}
 
 
+def slow_drift(loss: Callable, y, sigma, rel_tol: float = 1e-8, *, normal_regularization: bool = True):
+    r"""The drift of LWA's explicit slow SDE at $y \in \Gamma$: $\frac12\partial^2\Phi(y)[\Sigma]$ (Li, Wang & Arora
+    2022, Thm. 4.6), from :func:`d2phi_closed`; ``normal_regularization=False`` drops the normal regularization term
+    $-\frac12P_\parallel\partial^2(\nabla L)[L_H^{-1}(\Sigma_\perp)]$ (a control tests must be able to reject)."""
+    total, (t1, t2, t3) = d2phi_closed(loss, y, sigma, rel_tol, terms=True)
+    return 0.5 * (total if normal_regularization else t1 + t2)
+
+
+def _slow_step(loss, cov_fn, y, xi, dt, t_max, scheme, rel_tol, normal_term=True):
+    r"""One step of the slow-SDE scheme from $y$ with the standard normal vector ``xi``: ``"projected"``
+    $\Phi(y + \sqrt{dt}\,\Sigma^{1/2}\xi)$ or ``"em"`` $\Phi(y + b\,dt + \sqrt{dt}\,P_\parallel\Sigma^{1/2}\xi)$ with
+    $b$ = :func:`slow_drift`."""
+    S = sym_sqrt(cov_fn(y))
+    if scheme == "projected":
+        z = y + jnp.sqrt(dt) * (S @ xi)
+    else:
+        ops = manifold_operators(loss, y, rel_tol)
+        drift = slow_drift(loss, y, cov_fn(y), rel_tol, normal_regularization=normal_term)
+        z = y + drift * dt + jnp.sqrt(dt) * (ops.p_par @ (S @ xi))
+    return _phi_raw(loss, z, t_max, _RTOL, _ATOL)[0]
+
+
 @eqx.filter_jit
 def _slow_scan(loss, cov_fn, y0, keys, dt, n_save, save_every, t_max, scheme, rel_tol, normal_term=True):
     def one(key):
         def step(y, n):
-            S = sym_sqrt(cov_fn(y))
-            xi = jax.random.normal(jax.random.fold_in(key, n), (S.shape[1],))
-            if scheme == "projected":
-                z = y + jnp.sqrt(dt) * (S @ xi)
-            else:
-                ops = manifold_operators(loss, y, rel_tol)
-                total, (t1, t2, t3) = d2phi_closed(loss, y, cov_fn(y), rel_tol, terms=True)
-                drift = 0.5 * (total if normal_term else t1 + t2)
-                z = y + drift * dt + jnp.sqrt(dt) * (ops.p_par @ (S @ xi))
-            return _phi_raw(loss, z, t_max, _RTOL, _ATOL)[0], None
+            m = jax.eval_shape(lambda v: sym_sqrt(cov_fn(v)), y).shape[1]
+            xi = jax.random.normal(jax.random.fold_in(key, n), (m,))
+            return _slow_step(loss, cov_fn, y, xi, dt, t_max, scheme, rel_tol, normal_term), None
 
         def block(y, j):
             y, _ = jax.lax.scan(step, y, j * save_every + jnp.arange(save_every))
@@ -277,7 +293,7 @@ def slow_sde(loss: Callable, covariance: Callable, x0, t1: float, steps: int, *,
     form, re-projected by $\Phi$). ``t_max``: gradient-flow horizon used inside each step (>> 1/smallest nonzero
     Hessian eigenvalue). ``normal_regularization=False`` (scheme ``"em"`` only) drops LWA's normal-regularization
     term $-\frac12P_\parallel\partial^2(\nabla L)[L_H^{-1}(\Sigma_\perp)]$: a control that tests must be able to
-    reject (THEORY B4.1(b))."""
+    reject (docs/theory/slow_sde.md#uv)."""
     check_positive("t1", t1)
     if not normal_regularization and scheme != "em":
         raise ValueError("normal_regularization=False needs scheme='em' (the projected scheme has no separate terms)")

@@ -1,14 +1,14 @@
 r"""Stochastic modified equations (SMEs) built from an optimizer and a gradient oracle.
 
-SDE time is $t = k\eta$ (THEORY.md B5). With $\Sigma(\theta)$ = ``oracle.covariance(theta)`` (the covariance of the
+SDE time is $t = k\eta$ (docs/theory/sme.md#time-scales). With $\Sigma(\theta)$ = ``oracle.covariance(theta)`` (the covariance of the
 stochastic gradient itself, $\sigma^2\Sigma_{\rm NGOS}$):
 
-* order 1 (Li, Tai & E; THEORY B3.1): $dX = -\lambda_t\nabla L\,dt + \lambda_t\sqrt\eta\,\Sigma^{1/2}(X)\,dW$;
+* order 1 (Li, Tai & E; docs/theory/sme.md#sme): $dX = -\lambda_t\nabla L\,dt + \lambda_t\sqrt\eta\,\Sigma^{1/2}(X)\,dW$;
 * order 2: drift $-\nabla(L + \frac\eta4\|\nabla L\|^2) = -\nabla L - \frac\eta2 \nabla^2 L\,\nabla L$ (constant LR only);
-* SGDM with fixed $\beta$ (index $\alpha = 0 < 1$, THEORY B1.13): the SGD SDE with the averaged (effective) LR,
+* SGDM with fixed $\beta$ (index $\alpha = 0 < 1$, docs/theory/sme.md#sgd-vs-sgdm): the SGD SDE with the averaged (effective) LR,
   $\eta$ itself for the normalized form, $\gamma(1-\tau)/(1-\mu)$ for the standard form, $h/(1-\beta)$ for heavy ball.
 * SGDM with $1-\beta = \gamma\eta$ (index $\alpha = 1$, Wang et al. arXiv 2307.15196 App. B.2 eqs. 52-53;
-  THEORY B1.13), :func:`momentum_sde`: $dX = -\lambda_t M\,dt$,
+  docs/theory/sme.md#sgd-vs-sgdm), :func:`momentum_sde`: $dX = -\lambda_t M\,dt$,
   $dM = \gamma(\nabla L(X) - M)\,dt + \gamma\sqrt\eta\,\Sigma^{1/2}(X)\,dW$ on the state $(X, M)$; not the SGD limit.
 
 $\lambda_t$ is an optional LR schedule, $\eta_k = \eta\lambda_{k\eta}$. $\Sigma^{1/2}$ is the symmetric square root
@@ -222,7 +222,7 @@ def momentum_sde(
     schedule: Optional[Callable] = None,
 ) -> MomentumSDE:
     r"""The momentum SDE of normalized SGDM (``modeq.optimizers.sgdm``) in the $\alpha = 1$ regime
-    $1-\beta = \gamma\eta$ (Wang et al. 2023, App. B.2; THEORY B1.13). Give either ``beta`` (then
+    $1-\beta = \gamma\eta$ (Wang et al. 2023, App. B.2; docs/theory/sme.md#sgd-vs-sgdm). Give either ``beta`` (then
     $\gamma = (1-\beta)/\eta$) or ``gamma`` directly. Simulate it with :func:`~modeq.sde.simulate_sde` from
     $z_0 = (x_0, m_0)$; the position is ``xs[..., :d]``.
     """

@@ -3,7 +3,7 @@ r"""Primitives of the weak-error studies (the studies themselves, with fits and 
 :func:`~modeq.studies.weak_error_study`; this module imports nothing from :mod:`modeq.studies` or
 :mod:`modeq.compare`).
 
-* Exact linear-Gaussian moments (THEORY.md B4.5): :func:`sgd_moments` (exact linear recursion
+* Exact linear-Gaussian moments (docs/theory/sme.md#gaussian): :func:`sgd_moments` (exact linear recursion
   $m \leftarrow (I-\eta A)m - \eta g_0$, $P \leftarrow (I-\eta A)P(I-\eta A)^\top + \eta^2 C$), :func:`sme_moments`
   (the SME's linear ODE solved exactly in the eigenbasis of $A$), :func:`sgdm_moments`, :func:`linear_sde_moments`,
   :func:`momentum_sde_moments`, :func:`gaussian_gradient_variances`.
@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import check_int_at_least, check_positive
-from ..problems._oracles import GaussianNGOS
 from ..optimizers import gd, simulate
+from ..problems._oracles import GaussianNGOS
 from ._sme import sme
 
 
@@ -135,7 +135,7 @@ def momentum_sde_moments(A, g0, C, x0, m0, eta: float, gamma: float, t: float, l
 
 def gaussian_gradient_variances(eta: float, beta: float, sigma: float, k: int) -> dict:
     r"""Wang et al. (arXiv 2307.15196) Section 4.1, i.i.d. gradients $g_k \sim N(c, \sigma^2 I)$, per coordinate
-    (THEORY B1.7): SGD endpoint variance $k\eta^2\sigma^2$; normalized SGDM (same $\eta$, $m_0$ deterministic)
+    (docs/theory/sme.md#gaussian): SGD endpoint variance $k\eta^2\sigma^2$; normalized SGDM (same $\eta$, $m_0$ deterministic)
     endpoint variance $\eta^2\sigma^2\sum_{j=1}^k(1-\beta^j)^2$ (summed exactly with ``fractions`` when the inputs are
     rational, else in float); its last-step variance $\eta^2\sigma^2\frac{1-\beta}{1+\beta}(1-\beta^{2k})$; and the
     limiting gap $\eta^2\sigma^2\beta(2+\beta)/(1-\beta^2)$."""
@@ -175,7 +175,7 @@ def _default_phi(x):
 
 
 @eqx.filter_jit
-def _em_levels(sde, x0, keys, dt_lr, steps: int, finest: int, ratios: tuple, m: int):
+def _em_levels(sde, x0, keys, dt_lr, steps, finest: int, ratios: tuple, m: int):
     r"""Euler--Maruyama of ``sde`` at ``finest // r`` substeps per learning-rate step for each ``r`` in ``ratios``, all
     driven by one Brownian path per key (so the levels, and with the optimizer's keys the iterates, are coupled).
 
@@ -204,7 +204,9 @@ def _em_levels(sde, x0, keys, dt_lr, steps: int, finest: int, ratios: tuple, m: 
                 out.append(jax.lax.scan(sub, x, jnp.arange(s))[0])
             return tuple(out), None
 
-        return jnp.stack(jax.lax.scan(lr_step, tuple(x0 for _ in ratios), jnp.arange(steps))[0])
+        # a traced trip count: one compilation serves every learning rate
+        xs = jax.lax.fori_loop(0, steps, lambda n, xs: lr_step(xs, n)[0], tuple(x0 for _ in ratios))
+        return jnp.stack(xs)
 
     return jnp.swapaxes(jax.vmap(one)(keys), 0, 1)
 
@@ -285,10 +287,11 @@ def weak_samples(loss: Callable, oracle, theta0, eta: float, T: float, *, paths:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        end, div = jax.jit(jax.vmap(run))(keys)
+        end, div = jax.vmap(run)(keys)  # simulate's own jit caches across calls (an outer jit would not)
     sde = sme(loss, oracle, eta, order=order, optimizer=optimizer)
     m = sde.noise_dim(theta0)
-    ends = _em_levels(sde, theta0, keys if crn else jax.random.split(ks, paths), jnp.asarray(T / n), n, finest,
+    ends = _em_levels(sde, theta0, keys if crn else jax.random.split(ks, paths), jnp.asarray(T / n),
+                      jnp.asarray(n), finest,
                       tuple(finest // s for s in levels), m)
     return WeakSamples(
         eta=float(eta), steps=n, discrete=np.asarray(jax.vmap(phi)(end)),

@@ -1,6 +1,6 @@
 r"""Exact B-series coefficients of GD and heavy-ball (HB), and matrix-free evaluation of elementary differentials.
 
-**Convention** (THEORY.md D3.1). Elementary differentials of the gradient field $g = \nabla L$, with no minus sign:
+**Convention** (docs/theory/bea.md#trees). Elementary differentials of the gradient field $g = \nabla L$, with no minus sign:
 
 $$ F(\bullet) = g, \qquad F([t_1, \dots, t_m]) = D^{m+1}L\,[F(t_1), \dots, F(t_m)], $$
 
@@ -17,13 +17,13 @@ Coefficients are exact: sympy ``Rational`` for GD, rational functions of the sym
 denominators are powers of $1-\beta$, so HB records also carry the factored form
 $\sigma(t)\,\mathrm{coef}(t) = \mathrm{numerator}(\beta)/(1-\beta)^{k}$ (``numerator`` expanded, ``denominator_power``
 $= k$, numerator not divisible by $1-\beta$), in which the Narayana (tall trees) and Eulerian (bushy trees)
-polynomials of THEORY.md D4 appear directly: $d(t) = \beta P_t(\beta)/(1-\beta)^{2|t|-1}$.
+polynomials of docs/theory/hb_trees.md#polynomials appear directly: $d(t) = \beta P_t(\beta)/(1-\beta)^{2|t|-1}$.
 
 Internally all arithmetic is exact (``fractions.Fraction``); HB quantities are Laurent polynomials in $u = 1-\beta$,
 so no rational-function simplification is ever needed. Sources: backward error analysis, Hairer, Lubich & Wanner,
 *Geometric Numerical Integration*, ch. IX (and III.1.4 for the composition of B-series); heavy-ball on-manifold map
 and modified equation, Cattaneo & Shigida, *Modified loss of momentum gradient descent: fine-grained analysis*,
-arXiv 2509.08483 (recursions as derived in THEORY.md D3.2 and D5).
+arXiv 2509.08483 (recursions as derived in docs/theory/hb_trees.md).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class TreeCoefficient:
 
 
 def elementary_differential_name(tree: RootedTree, latex: bool = False) -> str:
-    r"""$F(t)$ in THEORY.md notation: ``g``, ``Hg``, ``H^2 g``, ``T3[g,g]``, ``H T3[g,g]``, ``T3[g,Hg]``, ...
+    r"""$F(t)$ in the notation of docs/theory/bea.md#trees: ``g``, ``Hg``, ``H^2 g``, ``T3[g,g]``, ``H T3[g,g]``, ``T3[g,Hg]``, ...
 
     A chain of $k$ single-child nodes is $H^k$; a node with $m \ge 2$ children is $T_{m+1}[\dots]$ (the
     $(m+1)$-th derivative tensor of $L$), its arguments listed from the smallest tree up.
@@ -319,7 +319,7 @@ def gd_modified_coefficients(
     $$ \theta' = \sum_t h^{|t|-1}\,\mathrm{coef}(t)\,F(t), \qquad \mathrm{coef}(t) = (-1)^{|t|}\,b(t)/\sigma(t), $$
 
     i.e. $\theta' = -g - \frac h2 Hg - h^2(\frac13 H^2 g + \frac1{12}T_3[g,g]) - h^3(\frac14 H^3g + \frac1{12}H T_3[g,g]
-    + \frac1{12}T_3[g,Hg] + 0\cdot T_4[g,g,g]) - \dots$ (THEORY.md A2, C1.1-1.2).
+    + \frac1{12}T_3[g,Hg] + 0\cdot T_4[g,g,g]) - \dots$ (docs/theory/bea.md#gd).
 
     ``method="logarithm"`` (default) uses the closed labelling formula of :func:`_gd_logarithm` (order 9 in a few
     milliseconds); ``method="composition"`` the general BEA recursion :func:`_bea` (an independent cross-check).
@@ -344,7 +344,7 @@ def gd_modified_coefficients(
 # Heavy-ball
 # =====================================================================================================================
 def _hb_d(order: int) -> dict[RootedTree, _Laurent]:
-    r"""$d(t)$ of the HB on-manifold map (THEORY.md D3.2), as Laurent polynomials in $u = 1-\beta$:
+    r"""$d(t)$ of the HB on-manifold map (docs/theory/hb_trees.md#map), as Laurent polynomials in $u = 1-\beta$:
 
     $$ (1-\beta)\,d(t) = \prod_i \big(-d(t_i)\big) - \sum_{s \text{ proper nonempty root subtree}} d(s)
        \prod_{\delta \in t\setminus s} \big(-d(\delta)\big), \qquad d(\bullet) = \frac1{1-\beta}. $$
@@ -406,7 +406,7 @@ def hb_memoryless_coefficients(order: int) -> list[TreeCoefficient]:
     r"""Exact coefficients of the HB on-manifold (memoryless, stationary) map, trees up to ``order`` nodes.
 
     HB $\theta_{n+1} = \theta_n - h g(\theta_n) + \beta(\theta_n - \theta_{n-1})$ restricted to its invariant
-    manifold is (THEORY.md A3, D3.2; Cattaneo & Shigida, arXiv 2509.08483)
+    manifold is (docs/theory/hb_trees.md#map; Cattaneo & Shigida, arXiv 2509.08483)
 
     $$ \Psi_h(\theta) = \theta - \sum_t h^{|t|}\,\frac{d(t)}{\sigma(t)}\,F(t)(\theta), $$
 
@@ -423,7 +423,7 @@ def hb_memoryless_coefficients(order: int) -> list[TreeCoefficient]:
 def hb_modified_coefficients(order: int) -> list[TreeCoefficient]:
     r"""Exact coefficients of the HB modified equation (on-manifold start), trees up to ``order`` nodes.
 
-    Backward error analysis (HLW ch. IX) of the on-manifold map $\Psi_h = B(-d)$ (THEORY.md D5; Cattaneo & Shigida,
+    Backward error analysis (HLW ch. IX) of the on-manifold map $\Psi_h = B(-d)$ (docs/theory/hb_trees.md#modified-equation; Cattaneo & Shigida,
     arXiv 2509.08483): $\theta' = \sum_t h^{|t|-1}\,b(t)/\sigma(t)\,F(t)$, with ``coefficient`` $= b(t)/\sigma(t)$
     and $\sigma(t)\,\mathrm{coef} = $ ``numerator``$/(1-\beta)^{k}$. First terms:
     $\theta' = -\frac{g}{1-\beta} - h\frac{1+\beta}{2(1-\beta)^3}Hg - \dots$; at $\beta = 0$ they are GD's

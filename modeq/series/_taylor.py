@@ -4,7 +4,7 @@ Everything in :mod:`modeq.series` is a function of the scalar step size $h$ at a
 $\Psi_h^k(\theta)$, the slow manifold $M_h(\theta)$, ...). Its Taylor coefficients at $h = 0$,
 $c_k = \frac1{k!}\partial_h^k F(0)$, are computed by nesting ``jax.jvp`` along the scalar direction $\partial_h$.
 This works through every JAX primitive (custom_jvp functions such as softplus, control flow, linear solves), unlike
-``jax.experimental.jet`` (THEORY.md A7), and stays matrix-free: memory is $O(K d)$ for $K$ coefficients.
+``jax.experimental.jet`` (docs/theory/bea.md#taylor), and stays matrix-free: memory is $O(K d)$ for $K$ coefficients.
 """
 
 from __future__ import annotations

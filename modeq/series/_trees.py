@@ -6,7 +6,7 @@ and every tree is *interned*: building the same tree twice returns the same immu
 dictionary keys. Its canonical immutable representation is :attr:`RootedTree.key`, the nested tuple of the
 children's keys (``o`` is ``()``, ``[o]`` is ``((),)``, ``[o,[o]]`` is ``((), ((),))``).
 
-Quantities (THEORY.md D3.1):
+Quantities (docs/theory/bea.md#trees):
 
 * $|t|$, the number of nodes (:attr:`RootedTree.order`);
 * the symmetry $\sigma(\bullet) = 1$, $\sigma([t_1^{k_1}, \dots, t_q^{k_q}]) = \prod_i k_i!\,\sigma(t_i)^{k_i}$ for
@@ -20,7 +20,7 @@ Quantities (THEORY.md D3.1):
 
 Canonical order of trees (used for sorting, for the children inside a tree and for printing): by number of nodes,
 then by number of children of the root, then lexicographically by the children taken from the largest down. It
-reproduces the row order of THEORY.md's tables (``o``; ``[o]``; ``[[o]]``, ``[o,o]``; ``[[[o]]]``, ``[[o,o]]``,
+reproduces the row order of the tables in docs/theory/hb_trees.md (``o``; ``[o]``; ``[[o]]``, ``[o,o]``; ``[[[o]]]``, ``[[o,o]]``,
 ``[o,[o]]``, ``[o,o,o]``; ...). Bracket strings list children from the smallest up (``[o,[o]]``);
 :func:`tree_from_string` accepts any order (``[[o],o]`` is the same tree).
 """
