@@ -100,7 +100,10 @@ def baseline_study(hs, T, *, rtol: float = 1e-13) -> dict:
     @jax.jit
     def manifold_start(h):
         def newton(_, theta_s):  # Newton on theta_s: land(theta_s) = theta0
-            end_point = lambda s: (land(s, h)[0],) * 2  # noqa: E731  (the end point, and again as aux)
+            def end_point(s):  # the end point, and again as aux
+                end = land(s, h)[0]
+                return end, end
+
             jac, end = jax.jacfwd(end_point, has_aux=True)(theta_s)
             return theta_s - jnp.linalg.solve(jac, end - theta0)
 

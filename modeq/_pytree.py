@@ -7,7 +7,7 @@ The flat vector is ``jax.flatten_util.ravel_pytree(theta0)[0]`` in float64; the 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -45,27 +45,6 @@ def flatten_loss(loss: Callable, theta0: Any, *, name: str = "theta0"):
         return loss(unravel(theta))
 
     return flat_loss, flat0, unravel
-
-
-def pytree_function(fn: Callable, example: Any, *, name: str = "theta") -> Callable:
-    """Wrap ``fn(flat) -> flat`` (a vector field or map built on the flat loss) as ``tree -> tree`` for pytrees shaped
-    like ``example``; unchanged when ``example`` is ``None`` or a flat vector."""
-    if example is None or _is_flat(example):
-        return fn
-    _, unravel = ravel_pytree(example)
-
-    def wrapped(theta, *args):
-        flat, _ = ravel_pytree(theta)
-        return unravel(fn(jnp.asarray(flat, dtype=jnp.float64), *args))
-
-    return wrapped
-
-
-def flat_loss_of(loss: Callable, example: Optional[Any]) -> Callable:
-    """The loss on the flat vector given an example point (``None``: ``loss`` is already on flat vectors)."""
-    if example is None:
-        return loss
-    return flatten_loss(loss, example)[0]
 
 
 def on_pytrees(build: Callable, loss: Callable) -> Callable:

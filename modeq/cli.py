@@ -752,9 +752,11 @@ def coefficients_cmd(
 def principal_flow_cmd(
     optimizer: str = typer.Option("gd", help="gd or hb (the optimizers with a principal flow)"),
     param: List[str] = typer.Option([], "--param", help="beta=... for hb"),
-    loss: str = typer.Option("product", help="problem NAME[:k=v] or file.py:function"),
+    loss: str = typer.Option("quadratic:d=20,lambda_max=36", help="problem NAME[:k=v] or file.py:function (a file "
+                             "or module given here is imported, so its code runs); default: a quadratic, where the "
+                             "principal flow is exact in every regime"),
     theta0: Optional[str] = typer.Option(None, help='initial point "a,b,..."'),
-    h: float = typer.Option(0.05, "--h", help="step size"),
+    h: float = typer.Option(0.05, "--h", help="step size (default 0.05: h*lambda_max = 1.8 on the default loss)"),
     T: float = typer.Option(2.0, "--T", help="time horizon (steps = T/h)"),
     backend: str = typer.Option("dense", help="dense (eigh of the Hessian) or lanczos"),
     k: Optional[int] = typer.Option(None, "--k", help="Lanczos: number of top eigenpairs"),
@@ -951,7 +953,12 @@ def report_cmd(
                             progress=lambda label, i, n: bar.update(task, description=label, completed=i, total=n))
     typed = sys.argv and sys.argv[0].endswith("modeq") and "report" in sys.argv  # not when called from Python
     command = shlex.join(["modeq", *sys.argv[1:]]) if typed else None
-    write_html(report, out, command=command, elapsed=time.perf_counter() - start)
+    with _atomic(out) as tmp:
+        write_html(report, tmp, command=command, elapsed=time.perf_counter() - start)
+    sections = (report.convergence, report.principal, report.regularizer)
+    if all(sec.result is None for sec in sections):
+        raise ValueError("report: no section produced a result (" + "; ".join(
+            f"{sec.name}: {sec.error or sec.skipped}" for sec in sections) + f"); the page {out} says why")
     typer.echo(f"{opt.name} on {problem.name}: wrote {out}")
     for res in report.convergence.result or []:
         v = res.verdict.to_dict()
@@ -962,14 +969,22 @@ def report_cmd(
         if sec.skipped:
             typer.echo(f"  {sec.name}: {sec.skipped}")
         if sec.error:
-            _console(False).print(f"[yellow]warning:[/yellow] {sec.name} failed: {sec.error}")
+            typer.echo(f"warning: {sec.name} failed: {sec.error}", err=True)
     _write_json(json_path, {"out": out, **report.to_dict()})
+
+
+_NOISE_KEYS = {"label": ("delta",), "isotropic": ("sigma",), "gaussian": ("sigma",), "minibatch": ("batch",)}
 
 
 def _noise_oracle(kind: str, problem, params: dict):
     from modeq.problems import GaussianNGOS, LabelNoise, MiniBatch
 
     kind = kind.lower()
+    if kind in _NOISE_KEYS:
+        unknown = sorted(set(params) - set(_NOISE_KEYS[kind]))
+        if unknown:
+            raise ValueError(f"noise-param: unknown key {unknown[0]!r} for --noise {kind}; valid: "
+                             f"{', '.join(_NOISE_KEYS[kind])}")
     if kind == "label":
         return LabelNoise(problem, float(params.get("delta", 0.5)))
     if kind == "isotropic":

@@ -440,11 +440,12 @@ def test_sigint_ends_compare_with_130_and_a_valid_partial_json(tmp_path, files):
     marker = files / "losses.imported"
     marker.unlink(missing_ok=True)
     path = tmp_path / "partial.json"
-    cmd = [sys.executable, "-c", "from modeq.cli import main; main()", "compare", "--optimizer", "hb",
+    # a child of a background shell inherits SIGINT ignored: restore Python's handler first (no preexec_fn: no fork)
+    entry = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); from modeq.cli import main; main()"
+    cmd = [sys.executable, "-c", entry, "compare", "--optimizer", "hb",
            "--param", "beta=0.5", "--loss", f"{files}/losses.py:good", "--flow", "modified:2,memoryless:3",
            "--h", "0.001,0.0005,0.00025,0.000125", "--T", "1", "--json", str(path), "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

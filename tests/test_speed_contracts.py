@@ -148,5 +148,5 @@ def test_solves_have_no_host_callbacks():
     ts = jnp.linspace(0.0, 1.0, 5)
     one = jnp.asarray(1e-10)
     with _without_host_callbacks():
-        text = _solve_dense.lower(jnp.ones(2), ts, one, one, jnp.asarray(np.inf), 1000, _logistic).as_text()
+        text = _solve_dense.lower(jnp.ones(2), ts, one, one, jnp.asarray(np.inf), 1000, _logistic, one).as_text()
     assert "callback" not in text.lower()

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ._order import OrderFit
+from ._order import OrderFit, t_quantile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +48,7 @@ def fit_order_corrected(hs, errors) -> CorrectedOrderFit:
     s2 = float(resid @ resid) / dof
     cov = s2 * np.linalg.inv(X.T @ X)
     stderr = math.sqrt(max(float(cov[1, 1]), 0.0))
-    from scipy import stats  # lazy: scipy.stats is slow to import
-
-    half = float(stats.t.ppf(0.975, dof)) * stderr
+    half = float(t_quantile(0.975, dof)) * stderr
     p = float(coef[1])
     order_idx = np.argsort(np.log(h))
     xs, ys = np.log(h)[order_idx], y[order_idx]

@@ -256,7 +256,7 @@ class CentralFlowResult:
 
     @property
     def edge(self) -> float:
-        """$2/h$."""
+        """The stability edge $2/h$ of GD: the sharpness the central flow holds fixed on the edge."""
         return 2.0 / self.h
 
     @property

@@ -683,11 +683,13 @@ def principal_flow_solve(
     convergence. Raises :class:`modeq.solve.SolveError` with the time reached if the solve fails. Other options as
     :func:`principal_flow`; ``rtol``, ``atol``, ``max_steps`` go to the ODE solver.
     """
+    from .._pytree import flatten_loss
     from ..solve._ode import solve_ode
 
     beta = _beta_of(optimizer)
     h = check_positive("h", h)
     T = check_positive("T", T)
+    loss, theta0, _ = flatten_loss(loss, theta0)  # a loss on a pytree: solved on the flat vector, as simulate
     theta0 = jnp.asarray(check_finite_array("theta0", theta0), dtype=jnp.float64)
     if theta0.ndim != 1:
         raise ValueError(f"theta0 must be a flat vector, got shape {tuple(theta0.shape)}")

@@ -290,7 +290,8 @@ class Adam(Optimizer):
 
 
 class NAdam(Adam):
-    """NAdam(W) (family of :func:`nadam`)."""
+    """The NAdam(W) family (of :func:`nadam`): Adam with the Nesterov numerator $b_1 m + (1-b_1) g$, so its
+    :meth:`adaptive_form` has ``nesterov=True``."""
 
     cli_name = "nadam"
 

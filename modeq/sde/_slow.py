@@ -207,6 +207,9 @@ def label_noise_flow(loss: Callable, x0, ts, c: float, *, rel_tol: float = 1e-8,
     r"""Deterministic slow limit under label noise ($\Sigma = cH$ on $\Gamma$; $c = \delta^2$ for one example,
     $\delta^2/B$ for batch $B$, $\delta^2/n$ full batch): $\dot Y = -\frac c4 P_\parallel\nabla{\rm tr}\nabla^2L(Y)$,
     $Y_0 = \Phi(x_0)$, saved at slow times ``ts`` (ts[0] = 0)."""
+    from .._pytree import flatten_loss
+
+    loss, x0, _ = flatten_loss(loss, x0, name="x0")  # a loss on a pytree: the flat vector, as simulate
     c = check_positive("c", c)
     ts = np.asarray(ts, dtype=float)
     y0 = phi(loss, x0)
@@ -294,6 +297,9 @@ def slow_sde(loss: Callable, covariance: Callable, x0, t1: float, steps: int, *,
     Hessian eigenvalue). ``normal_regularization=False`` (scheme ``"em"`` only) drops LWA's normal-regularization
     term $-\frac12P_\parallel\partial^2(\nabla L)[L_H^{-1}(\Sigma_\perp)]$: a control that tests must be able to
     reject (docs/theory/slow_sde.md#uv)."""
+    from .._pytree import flatten_loss
+
+    loss, x0, _ = flatten_loss(loss, x0, name="x0")  # a loss on a pytree: the flat vector, as simulate
     check_positive("t1", t1)
     if not normal_regularization and scheme != "em":
         raise ValueError("normal_regularization=False needs scheme='em' (the projected scheme has no separate terms)")

@@ -18,6 +18,7 @@ from typing import Callable, Optional, Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from .._pytree import flatten_loss
 from ..compare._study import FlowResult, compare_flow, expansion_parameter, parse_flow
 from ..optimizers._spec import Optimizer
 from ._verdict import REGIME_LIMIT, check_sweep, jsonable
@@ -127,6 +128,7 @@ def flow_study(
     ``init``). ``progress(label, done, total)`` is called after each step size; ``on_update(study)`` after each step
     size with the partial study (so a front end can save what is finished if it is interrupted).
     """
+    loss, theta0, _ = flatten_loss(loss, theta0)  # a loss on a pytree: studied on the flat vector, as simulate
     theta0 = jnp.asarray(theta0, jnp.float64)
     flows = [f.strip() for f in (flows or default_flows(optimizer)) if f.strip()]
     specs = [parse_flow(f) for f in flows]

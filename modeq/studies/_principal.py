@@ -151,6 +151,9 @@ def principal_flow_study(
     Raises :class:`~modeq._errors.RegimeError` for an optimizer without a principal flow or without a slow-manifold start at
     this $h$, ``ValueError`` naming the parameter for bad input.
     """
+    from .._pytree import flatten_loss
+
+    loss, theta0, _ = flatten_loss(loss, theta0)  # a loss on a pytree: studied on the flat vector, as simulate
     from .._validation import check_finite_array, check_positive
     from ..flows._principal import _beta_of
 

@@ -351,7 +351,8 @@ class SlowSDERow:
     diverged: int = 0
 
     def to_dict(self) -> dict:
-        """The row as a dict for strict JSON (``None`` for missing values, never NaN)."""
+        """The row as a dict for strict JSON: every field (eta, steps, hyperparameters, mean, standard error, error), with
+        ``None`` for a missing value, never NaN."""
         return jsonable(dataclasses.asdict(self))
 
 
