@@ -718,13 +718,16 @@ def coefficients_cmd(
     from modeq._validation import check_int_at_least, rooted_trees_up_to
     from modeq.series import _symbolic as sym
 
+    from modeq._params import build_optimizer
+
     order = check_int_at_least("order", order, 1)
-    name = optimizer.lower()
-    if name == "gd":
+    series = build_optimizer(optimizer, {})[0].symbolic_series()  # which exact series covers it (asked, not named)
+    name = series or optimizer
+    if series == "gd":
         if kind != "modified":
             raise ValueError("kind: GD has only the modified equation (its map is theta - h g)")
         compute, limit, seconds = sym.gd_modified_coefficients, COEFFICIENT_ORDER_LIMITS["gd"], "0.5 s"
-    elif name in ("hb", "heavy_ball"):
+    elif series == "hb":
         if kind == "modified":
             compute, limit, seconds = sym.hb_modified_coefficients, COEFFICIENT_ORDER_LIMITS["hb modified"], "3 s"
         elif kind == "memoryless":
