@@ -32,7 +32,7 @@ import numpy as np
 from .._errors import RegimeError
 from .._pytree import flatten_loss
 from .._validation import check_flow_order, check_int_at_least, check_positive
-from ..flows._modified import gradient_field, memoryless_map, modified_field
+from ..flows._modified import gradient_field, memoryless_map, modified_field, top_hessian_eigenvalue
 from ..flows._principal import principal_flow, principal_flow_third, principal_flow_values
 from ..optimizers._simulate import simulate
 from ..optimizers._spec import Optimizer
@@ -158,25 +158,11 @@ class FlowResult:
         return out
 
 
-@eqx.filter_jit
-def _top_eigenvalue(loss, theta, iterations: int):
-    grad = jax.grad(loss)
-
-    def body(_, carry):
-        v, _lam = carry
-        w = jax.jvp(grad, (theta,), (v,))[1]
-        lam = jnp.linalg.norm(w)
-        return jnp.where(lam > 0, w / jnp.where(lam > 0, lam, 1.0), v), lam
-
-    v0 = jnp.ones_like(theta) / math.sqrt(theta.size)
-    return jax.lax.fori_loop(0, iterations, body, (v0, jnp.zeros(())))[1]
-
-
 def expansion_parameter(optimizer: Optimizer, loss: Callable, theta, h: float, iterations: int = 30) -> float:
     r"""$h\lambda_{\max}/(1-\beta)^2$ at ``theta`` ($\lambda_{\max}$ by power iteration on Hessian-vector products,
     $\beta$ the slowest momentum decay, :meth:`~modeq.optimizers.Optimizer.slowest_decay`): the asymptotic series in
     $h$ are reliable when it is below about 0.05 (docs: builders/modified_field.md, "Validity")."""
-    lam = float(_top_eigenvalue(loss, jnp.asarray(theta, jnp.float64), iterations))
+    lam = float(top_hessian_eigenvalue(loss, jnp.asarray(theta, jnp.float64), iterations))
     beta = optimizer.slowest_decay()
     return h * lam / (1.0 - beta) ** 2
 

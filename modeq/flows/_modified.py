@@ -39,7 +39,11 @@ class RegimeWarning(UserWarning):
 
 
 @eqx.filter_jit
-def _power_iteration(grad, theta, iterations: int = 30):
+def top_hessian_eigenvalue(loss: Callable, theta, iterations: int = 30):
+    r"""$\lambda_{\max}$ of $\nabla^2 L(\theta)$ (largest in modulus) by ``iterations`` steps of power iteration on
+    Hessian-vector products (``jax.jvp`` of ``jax.grad``): matrix-free, compiled once per loss and shape."""
+    grad = jax.grad(loss)
+
     def body(_, carry):
         v, _lam = carry
         w = jax.jvp(grad, (theta,), (v,))[1]
@@ -63,7 +67,7 @@ class VectorField(eqx.Module):
     name: str = eqx.field(static=True, default="field")
     order: int = eqx.field(static=True, default=1)
     regime_beta: Optional[float] = eqx.field(static=True, default=None)
-    regime_grad: Optional[Callable] = eqx.field(static=True, default=None)
+    regime_loss: Optional[Callable] = eqx.field(static=True, default=None)
 
     def __call__(self, theta):
         out = self.fn(theta, self.h)
@@ -75,9 +79,9 @@ class VectorField(eqx.Module):
     def _check_regime(self, theta, out) -> None:
         import warnings
 
-        if theta.ndim != 1 or self.regime_grad is None:
+        if theta.ndim != 1 or self.regime_loss is None:
             return
-        lam = float(_power_iteration(self.regime_grad, theta))
+        lam = float(top_hessian_eigenvalue(self.regime_loss, theta))
         x = float(self.h) * lam / (1.0 - self.regime_beta) ** 2
         if x > 0.05 or not bool(jnp.all(jnp.isfinite(out))):
             warnings.warn(
@@ -151,7 +155,7 @@ def modified_field(
 
     fn = on_pytrees(build, loss)
     return VectorField(fn, jnp.asarray(h, dtype=jnp.float64), f"modified:{order}", order,
-                       optimizer.slowest_decay() if order > 1 else None, grad)
+                       optimizer.slowest_decay() if order > 1 else None, loss)
 
 
 def memoryless_map(optimizer: Optimizer, loss: Callable, *, h, order: int, truncation: str = "taylor") -> VectorField:
@@ -176,7 +180,7 @@ def memoryless_map(optimizer: Optimizer, loss: Callable, *, h, order: int, trunc
 
     fn = on_pytrees(build, loss)
     return VectorField(fn, jnp.asarray(h, dtype=jnp.float64), f"memoryless:{order}", order,
-                       optimizer.slowest_decay() if order > 1 else None, jax.grad(loss))
+                       optimizer.slowest_decay() if order > 1 else None, loss)
 
 
 def gradient_field(optimizer: Optimizer, loss: Callable, *, h=1.0) -> VectorField:
