@@ -989,6 +989,11 @@ def _noise_oracle(kind: str, problem, params: dict):
             raise ValueError(f"noise-param: unknown key {unknown[0]!r} for --noise {kind}; valid: "
                              f"{', '.join(_NOISE_KEYS[kind])}")
     if kind == "label":
+        if problem.model is None:
+            from modeq.problems._spec import LEAST_SQUARES_HELP
+
+            raise ValueError(f"noise: label noise needs a squared loss; {problem.name!r} is not one: give "
+                             f"{LEAST_SQUARES_HELP}")
         return LabelNoise(problem, float(params.get("delta", 0.5)))
     if kind == "isotropic":
         return GaussianNGOS(problem.loss, float(params.get("sigma", 0.5)))
@@ -1094,9 +1099,11 @@ def _sde_verdict(label: str, fit, verdict, warns) -> None:
 @_guard
 def slow_sde_cmd(
     problem_name: Optional[str] = typer.Option(None, "--problem", help="built-in problem with a manifold (uv, ...)"),
-    loss: Optional[str] = typer.Option(None, help="or a loss spec file.py:function"),
+    loss: Optional[str] = typer.Option(None, help="or a loss file.py:function whose minimizers form a manifold; for "
+                                       "--noise label the file also defines RESIDUALS(theta) -> r, or PREDICT(theta) "
+                                       "-> f and TARGETS y (r = f - y), with loss = mean(r^2)/2"),
     theta0: Optional[str] = typer.Option(None, help='initial point "a,b,..."'),
-    noise: str = typer.Option("label", help="label | isotropic | gaussian"),
+    noise: str = typer.Option("label", help="label | isotropic | gaussian (covariance sigma^2 Hess L)"),
     noise_param: List[str] = typer.Option([], "--noise-param", help="delta=... or sigma=..."),
     eta: str = typer.Option("0.02,0.01,0.005", "--eta", help="learning rates, comma-separated"),
     T: float = typer.Option(1.0, "--T", help="slow time horizon (steps = T/eta^2)"),
@@ -1112,7 +1119,9 @@ def slow_sde_cmd(
     """Slow SDE on the manifold of minimizers (Li, Wang & Arora) vs SGD/SGDM at small eta, over slow time T = eta^2 k.
 
     Label noise: the deterministic Riemannian flow of tr Hess L; other noise: the projected-noise scheme. End points
-    are projected on the manifold by the gradient-flow limit Phi before their mean is compared."""
+    are projected on the manifold by the gradient-flow limit Phi before their mean is compared. A user's --loss
+    file.py:fn takes label noise when the file defines RESIDUALS(theta) (or PREDICT(theta) and TARGETS) with
+    fn = mean(r^2)/2; the manifold's dimension is d - rank Hess L at Phi(theta0) (an error if the rank is full)."""
     import jax.numpy as jnp
     import numpy as np
 
@@ -1134,7 +1143,7 @@ def slow_sde_cmd(
         study = slow_sde_study(problem, oracle, etas=_floats("eta", eta), T=T, paths=paths, optimizer=opt,
                                alpha=None if alpha is None else float(alpha), scale=scale, seed=seed)
     typer.echo(f"slow SDE ({noise} noise) vs {study.optimizer} on {problem.name}: slow time T = {T:g}, "
-               f"{study.paths} paths")
+               f"{study.paths} paths, manifold dimension {study.manifold_dim} of d = {problem.dim}")
     typer.echo(f"expected order in eta: at least {study.expected:g} (Gu et al. 2023; LWA 2022 prove convergence "
                f"without a rate); target: {study.target_method}")
     typer.echo(f"Phi(theta0) = {np.round(study.phi_theta0, 6).tolist()}, slow-SDE mean at T = "

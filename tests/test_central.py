@@ -167,3 +167,20 @@ def test_edge_of_stability_mlp_central_flow_tracks_gd_gradient_flow_does_not():
     assert ce["theta"] < ge["theta"] / 2
     assert study.central.entered and not study.central.left
     assert study.to_dict()["errors"]["central"]["loss"] == ce["loss"]
+
+
+def test_compare_flow_central_is_refused_with_a_pointer_to_central_flow():
+    # the central flow predicts GD's time-averaged trajectory, not the iterates: an order fit against them is
+    # meaningless, so `compare --flow central` fails with one clear error pointing to `modeq central-flow`
+    from typer.testing import CliRunner
+
+    from modeq._errors import InputError
+    from modeq.cli import app
+    from modeq.compare import parse_flow
+
+    with pytest.raises(InputError, match="time-averaged.*modeq central-flow"):
+        parse_flow("central")
+    result = CliRunner().invoke(app, ["compare", "--optimizer", "gd", "--loss", "product", "--flow", "central",
+                                      "--h", "0.1,0.05", "--T", "0.5", "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "modeq central-flow" in result.output and "Traceback" not in result.output

@@ -78,6 +78,13 @@ def parse_flow(text: str) -> FlowSpec:
         return FlowSpec("principal", 2)
     if kind == "principal+third" and not order:
         return FlowSpec("principal+third", 3)
+    if kind == "central":
+        from .._errors import InputError
+
+        raise InputError(
+            "flow: 'central' cannot be compared with the iterates: the central flow predicts GD's time-averaged "
+            "trajectory at the edge of stability, not the iterates, and has no order in h to fit; use "
+            "`modeq central-flow` (central_flow_study), which compares it with GD's time averages")
     raise ValueError(
         f"flow must be gradient, modified:R, memoryless:R, principal or principal+third, got {text!r}"
     )

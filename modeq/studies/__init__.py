@@ -22,6 +22,7 @@ from ._principal import PRINCIPAL_METRIC, PrincipalFlowStudy, principal_flow_stu
 from ._central import CentralFlowStudy, central_flow_study, resolve_edge_problem
 from ._flows import METRIC, FlowStudy, default_flows, default_horizon, default_step_sizes, flow_study
 from ._sde import (
+    manifold_dimension,
     SLOW_SDE_GUARANTEED_ORDER, SME_EXPECTED, SlowSDERow, SlowSDEStudy, WeakStudy, default_sme_etas, default_sme_paths,
     exact_weak_study,
     slow_sde_study, sme_weak_study, weak_error_study,
@@ -35,6 +36,6 @@ __all__ = [
 ]
 __all__ += [
     "sme_weak_study", "exact_weak_study", "weak_error_study", "WeakStudy", "default_sme_etas", "default_sme_paths", "SME_EXPECTED",
-    "slow_sde_study", "SlowSDEStudy", "SlowSDERow", "SLOW_SDE_GUARANTEED_ORDER",
+    "slow_sde_study", "manifold_dimension", "SlowSDEStudy", "SlowSDERow", "SLOW_SDE_GUARANTEED_ORDER",
 ]
 __all__ += ["principal_flow_study", "PrincipalFlowStudy", "PRINCIPAL_METRIC"]

@@ -377,6 +377,7 @@ class SlowSDEStudy:
     verdict: Verdict
     warnings: tuple = ()
     expected_kind: str = "at least"
+    manifold_dim: Optional[int] = None
 
     @property
     def etas(self) -> tuple:
@@ -391,7 +392,39 @@ class SlowSDEStudy:
             "slow_sde_stderr": self.target_stderr, "rows": [r.to_dict() for r in self.rows],
             "fit": None if self.fit is None else self.fit.to_dict(), "expected_order": self.expected,
             "expected_kind": self.expected_kind, "verdict": self.verdict.to_dict(), "warnings": list(self.warnings),
+            "manifold_dim": self.manifold_dim,
         })
+
+
+def _loss_name(problem_or_loss) -> str:
+    """The name of a Problem (``problem.name``) or of a loss callable, for error messages."""
+    name = getattr(problem_or_loss, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    return getattr(problem_or_loss, "__name__", None) or type(problem_or_loss).__name__
+
+
+def manifold_dimension(loss: Callable, y, *, rank_tol: float = 1e-6, name: Optional[str] = None) -> int:
+    r"""$\dim\Gamma = d - {\rm rank}\,\nabla^2L(y)$ at a minimizer $y$ (e.g. $\Phi(\theta_0)$ from
+    :func:`modeq.sde.phi`): on a manifold of minimizers the Hessian's kernel is the tangent space (Li, Wang & Arora,
+    arXiv 2110.06914, Assumption 3.1 / Lemma C.1). Rank = number of eigenvalues above ``rank_tol`` times the largest.
+
+    Raises :class:`~modeq._errors.RegimeError` naming the loss (``name``) when the rank is full, i.e. the minimizer
+    is isolated: then there is no manifold and the slow SDE is trivial ($Y_t = \Phi(\theta_0)$)."""
+    from .._errors import RegimeError
+
+    check_positive("rank_tol", rank_tol)
+    y = jnp.asarray(y, dtype=jnp.float64)
+    H = np.asarray(jax.hessian(loss)(y))
+    w = np.linalg.eigvalsh(0.5 * (H + H.T))
+    top = float(np.max(np.abs(w)))
+    rank = int(np.sum(np.abs(w) > rank_tol * top)) if top > 0 else 0
+    d = int(y.shape[0])
+    if rank == d:
+        raise RegimeError(f"loss {name or 'loss'}: no manifold of minimizers: the slow SDE is trivial (the Hessian at "
+                          f"the gradient-flow limit Phi(theta0) has full rank {d}, smallest eigenvalue "
+                          f"{float(np.min(np.abs(w))):.3g} > {rank_tol:g} x largest {top:.3g}: an isolated minimizer)")
+    return d - rank
 
 
 def _lower_bound_verdict(expected: float, fit, *, resolved, diverged: bool, slack: float = 0.1,
@@ -430,6 +463,7 @@ def slow_sde_study(
     target_paths: Optional[int] = None,
     min_steps: int = 100,
     project: bool = True,
+    rank_tol: float = 1e-6,
 ) -> SlowSDEStudy:
     r"""SGD/SGDM at small learning rates against the slow SDE on the manifold of minimizers at slow time $T$.
 
@@ -441,11 +475,14 @@ def slow_sde_study(
     (default ``max(paths, 64)``) paths of the projected-noise scheme with ``target_steps`` steps
     (:func:`modeq.sde.slow_sde`). ``alpha``: momentum $1-\beta = $ ``scale`` $\eta^\alpha$ at each $\eta$ (Wang et al.
     arXiv 2307.15196, Def. 4.1; the slow SDE is SGD's for $\alpha\in[0,2)$, Thm. 5.5), for optimizers in normalized
-    heavy-ball form only. Expected order in $\eta$: at least 1/4 (see the module docstring).
+    heavy-ball form only. Expected order in $\eta$: at least 1/4 (see the module docstring). Any loss works whose
+    minimizers form a manifold $\Gamma$: its dimension ``manifold_dim`` is found numerically
+    (:func:`manifold_dimension` at $\Phi(\theta_0)$, eigenvalues above ``rank_tol`` times the largest).
 
     Raises ``ValueError`` naming ``T`` when the largest learning rate would run fewer than ``min_steps`` steps (too
     short to compare), naming ``optimizer`` when it has no SGD-type SDE, naming ``alpha`` when the schedule does not
-    apply. Divergent runs give the verdict ``"diverged"``.
+    apply, :class:`~modeq._errors.RegimeError` naming the loss when $\nabla^2L(\Phi(\theta_0))$ has full rank (an
+    isolated minimizer: no manifold, the slow SDE is trivial). Divergent runs give the verdict ``"diverged"``.
     """
     from ..problems._oracles import LabelNoise
     from ..sde import beta_for, endpoints, label_noise_flow, phi, slow_sde
@@ -485,6 +522,7 @@ def slow_sde_study(
                          f"{min_steps} to leave the fast transient): use a longer T or smaller learning rates")
     key = jax.random.key(seed) if key is None else key
     y0 = np.asarray(phi(loss, theta0))
+    dim_gamma = manifold_dimension(loss, y0, rank_tol=rank_tol, name=_loss_name(problem_or_loss))
     if isinstance(oracle, LabelNoise):
         c = float(oracle.delta) ** 2 / max(int(oracle.problem.n_examples), 1)
         target = np.asarray(label_noise_flow(loss, theta0, [0.0, T], c).ys[-1])
@@ -539,4 +577,4 @@ def slow_sde_study(
         spec = " --param ".join([head] + [q for q in params if not q.startswith("beta=")])
         spec += f" --param alpha={float(alpha):g} --param scale={float(scale):g}"
     return SlowSDEStudy(T, paths, spec, noise, method, y0.tolist(), target.tolist(),
-                        target_se.tolist(), tuple(rows), fit, expected, verdict, tuple(warns))
+                        target_se.tolist(), tuple(rows), fit, expected, verdict, tuple(warns), manifold_dim=dim_gamma)
