@@ -61,16 +61,22 @@ def central_flow_cmd(
                f"k = {study.k}, window = {study.window} steps, {c.method} x {c.substeps} substeps")
     typer.echo(f"{'n':>6s} {'t':>9s} {'L GD avg':>12s} {'L flow':>12s} {'L GF':>12s} {'S GD avg':>9s} {'S flow':>9s} "
                f"{'S GF':>9s} active")
+    def cell(x, width, fmt):  # "-" where a value is missing (no averaging window) or GD has blown up
+        x = float(x)
+        return f"{'-':>{width}s}" if not np.isfinite(x) or abs(x) > 1e100 else format(x, f"{width}{fmt}")
+
     for n in sorted(set(np.linspace(0, steps, 11).astype(int).tolist())):
-        typer.echo(f"{n:6d} {study.ts[n]:9.4g} {g['loss_avg'][n]:12.5e} {c.loss_avg[n]:12.5e} "
-                   f"{study.gradient_flow['loss'][n]:12.5e} {g['sharpness_avg'][n]:9.4f} {c.sharpness[n, 0]:9.4f} "
-                   f"{study.gradient_flow['sharpness'][n]:9.4f} {c.active_set(n)}")
+        typer.echo(f"{n:6d} {study.ts[n]:9.4g} {cell(g['loss_avg'][n], 12, '.5e')} {cell(c.loss_avg[n], 12, '.5e')} "
+                   f"{cell(study.gradient_flow['loss'][n], 12, '.5e')} {cell(g['sharpness_avg'][n], 9, '.4f')} "
+                   f"{cell(c.sharpness[n, 0], 9, '.4f')} {cell(study.gradient_flow['sharpness'][n], 9, '.4f')} "
+                   f"{c.active_set(n)}")
     typer.echo("errors against GD's time averages (loss: max relative; sharpness: max / (2/h); theta: max / distance "
                "travelled)")
     for label, errs in ((f"on the edge, t >= {study.settled_from:g}", study.errors), ("whole run", study.errors_all)):
         typer.echo(f" {label}:")
         for name, e in errs.items():
-            typer.echo(f"  {name:15s} loss {e['loss']:.3e}  sharpness {e['sharpness']:.3e}  theta {e['theta']:.3e}")
+            typer.echo(f"  {name:15s} loss {cell(e['loss'], 9, '.3e')}  sharpness {cell(e['sharpness'], 9, '.3e')}  "
+                       f"theta {cell(e['theta'], 9, '.3e')}")
     if c.entered or c.left:
         typer.echo(f"edge entered at (t, i) {c.entered}; left at {c.left}")
     for note in study.notes:

@@ -19,6 +19,7 @@ Start of a momentum method (the choice decides the measured order; docs/theory/m
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import warnings
@@ -34,7 +35,7 @@ from .._pytree import flatten_loss
 from .._validation import check_flow_order, check_int_at_least, check_positive
 from ..flows._modified import gradient_field, memoryless_map, modified_field, top_hessian_eigenvalue
 from ..flows._principal import principal_flow, principal_flow_third, principal_flow_values
-from ..optimizers._simulate import simulate
+from ..optimizers._simulate import DivergenceWarning, Trajectory, simulate
 from ..optimizers._spec import Optimizer
 from ..series._manifold import manifold_point
 from ..solve._ode import SolveError, solve_on_grid
@@ -254,6 +255,58 @@ def is_quadratic(loss: Callable, theta0) -> bool:
 _PRINCIPAL_KINDS = ("principal", "principal+third")
 
 
+#: (optimizer, loss, theta0, h, init, steps) -> (how, trajectory) of the last few started runs: the flows of one study
+#: share the iterates at each h (the start and the run are deterministic, and the start does not depend on the flow's
+#: order: ``order`` only sizes the fallback ``manifold_point``), so they are computed once. The
+#: optimizer (a dict inside: unhashable) and the loss are matched by identity; each entry holds them, so their ids
+#: cannot be reused while it is kept.
+_RUNS: "collections.OrderedDict" = collections.OrderedDict()
+_RUNS_KEPT = 16
+_RUNS_MAX_ELEMENTS = 4_000_000  # larger trajectories are not kept (memory)
+_PAD_MAX_ELEMENTS = 1_000_000  # larger runs are not padded (the extra steps would cost more than a compilation)
+
+
+def _started_run(optimizer, loss, theta0, h, init, order, steps, pad_to=None):
+    """``(how, trajectory)``: the momenta started by :func:`_start_momenta` and ``steps`` steps of
+    :func:`~modeq.optimizers.simulate` from them, memoized over the flows of a study. ``pad_to`` (small problems:
+    at most ``_PAD_MAX_ELEMENTS`` state entries) runs ``pad_to`` steps and keeps the first ``steps``, so that a sweep
+    over step sizes compiles one scan."""
+    flat = np.asarray(theta0)
+    key = (id(optimizer), id(loss), flat.dtype.str, flat.shape, flat.tobytes(), float(h), init, int(steps))
+    entry = _RUNS.get(key)
+    if entry is not None and entry[0] is optimizer and entry[1] is loss:
+        _RUNS.move_to_end(key)
+        how, traj = entry[2], entry[3]
+        if traj.diverged:  # the same warning as a fresh run
+            warnings.warn(f"{optimizer.name}: the iterates diverged at step {int(traj.diverged_at)}; the trajectory is "
+                          "frozen there", DivergenceWarning, stacklevel=3)
+        return how, traj
+    m0, how = _start_momenta(optimizer, loss, theta0, h, init, order)
+    if pad_to is not None and pad_to > steps and flat.size * pad_to <= _PAD_MAX_ELEMENTS:
+        # one compiled scan for the whole sweep: run pad_to steps, keep the first `steps` (a divergence after them
+        # is not part of this run)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DivergenceWarning)
+            long = simulate(optimizer, loss, theta0, pad_to, h=h, m0=m0, record=False)
+        at = int(long.diverged_at)
+        at = at if 0 <= at < steps else -1
+        def cut(a):  # on the host: a device slice would compile once per length
+            return jnp.asarray(np.asarray(a)[: steps + 1])
+
+        traj = Trajectory(cut(long.theta), tuple(cut(m) for m in long.momenta), cut(long.loss), cut(long.grad_norm),
+                          jnp.asarray(at, long.diverged_at.dtype), long.unravel, long.save_every)
+        if at >= 0:
+            warnings.warn(f"{optimizer.name}: the iterates diverged at step {at}; the trajectory is frozen there",
+                          DivergenceWarning, stacklevel=3)
+    else:
+        traj = simulate(optimizer, loss, theta0, steps, h=h, m0=m0, record=False)
+    if traj.theta.size <= _RUNS_MAX_ELEMENTS:
+        _RUNS[key] = (optimizer, loss, how, traj)
+        while len(_RUNS) > _RUNS_KEPT:
+            _RUNS.popitem(last=False)
+    return how, traj
+
+
 def compare_flow(
     optimizer: Optimizer,
     loss: Callable,
@@ -315,11 +368,11 @@ def compare_flow(
         else:
             burn_time = burn_in * max(hs)
     diverged = False
+    sim_pad = max(max(1, int(round(T / h))) + int(math.ceil(burn_time / h - 1e-9)) for h in hs)
     for i, h in enumerate(hs):
         steps = max(1, int(round(T / h)))
         n0 = int(math.ceil(burn_time / h - 1e-9))
-        m0, how = _start_momenta(optimizer, loss, theta0, h, init, spec.order)
-        traj = simulate(optimizer, loss, theta0, n0 + steps, h=h, m0=m0, record=False)
+        how, traj = _started_run(optimizer, loss, theta0, h, init, spec.order, n0 + steps, sim_pad)
         result.start.append(how)
         if traj.diverged:
             diverged = True
