@@ -262,7 +262,7 @@ _PRINCIPAL_KINDS = ("principal", "principal+third")
 #: cannot be reused while it is kept.
 _RUNS: "collections.OrderedDict" = collections.OrderedDict()
 _RUNS_KEPT = 16
-_RUNS_MAX_ELEMENTS = 4_000_000  # larger trajectories are not kept (memory)
+_RUNS_MAX_ELEMENTS = 1_000_000  # larger trajectories are not kept (memory: at most 16 x 8 MB held)
 _PAD_MAX_ELEMENTS = 1_000_000  # larger runs are not padded (the extra steps would cost more than a compilation)
 
 
@@ -290,11 +290,12 @@ def _started_run(optimizer, loss, theta0, h, init, order, steps, pad_to=None):
             long = simulate(optimizer, loss, theta0, pad_to, h=h, m0=m0, record=False)
         at = int(long.diverged_at)
         at = at if 0 <= at < steps else -1
-        def cut(a):  # on the host: a device slice would compile once per length
-            return jnp.asarray(np.asarray(a)[: steps + 1])
+
+        def cut(a):  # host (NumPy) arrays: a device slice or transfer compiles once per length
+            return np.asarray(a)[: steps + 1]
 
         traj = Trajectory(cut(long.theta), tuple(cut(m) for m in long.momenta), cut(long.loss), cut(long.grad_norm),
-                          jnp.asarray(at, long.diverged_at.dtype), long.unravel, long.save_every)
+                          np.asarray(at, np.asarray(long.diverged_at).dtype), long.unravel, long.save_every)
         if at >= 0:
             warnings.warn(f"{optimizer.name}: the iterates diverged at step {at}; the trajectory is frozen there",
                           DivergenceWarning, stacklevel=3)

@@ -79,7 +79,7 @@ def check_scalar_loss(loss, theta0, name: str = "loss") -> None:
     if not jnp.issubdtype(value.dtype, jnp.floating):
         raise TypeError(f"{name} must return a real floating-point scalar, got dtype {value.dtype}")
     try:
-        v, g = jax.value_and_grad(flat_loss)(flat0)
+        v, g = jax.jit(jax.value_and_grad(flat_loss))(flat0)  # one compiled call, not op by op
     except Exception as exc:
         raise ValueError(f"{name}: its gradient at theta0 failed: {type(exc).__name__}: {exc}") from None
     if not np.isfinite(float(v)):

@@ -101,6 +101,7 @@ def _cached(factory):
 
 _hessian_function = _cached(lambda loss: jax.jit(jax.hessian(loss)))
 _grad_function = _cached(lambda loss: jax.jit(jax.grad(loss)))
+_loss_function = _cached(jax.jit)  # compiled once: an eager loss compiles each of its operations
 
 
 # =====================================================================================================================
@@ -120,21 +121,23 @@ def quadratic_model(loss: Callable, theta0, *, rtol: float = 1e-11, max_dim: int
     hess = _hessian_function(loss)
     H0 = np.asarray(hess(theta0))
     g0 = np.asarray(_grad_function(loss)(theta0))
-    L0 = float(loss(theta0))
+    loss_value = _loss_function(loss)
+    L0 = float(loss_value(theta0))
     if not (np.all(np.isfinite(H0)) and np.all(np.isfinite(g0)) and math.isfinite(L0)):
         return None
     rng = np.random.default_rng(seed)
-    scale = 1.0 + float(np.max(np.abs(np.asarray(theta0))))
+    theta0_host = np.asarray(theta0)
+    scale = 1.0 + float(np.max(np.abs(theta0_host)))
     misfit = 0.0
     for _ in range(2):
         d = rng.standard_normal(theta0.shape) * 0.5 * scale
         model = L0 + g0 @ d + 0.5 * d @ H0 @ d
-        Lp = float(loss(theta0 + d))
+        Lp = float(loss_value(jnp.asarray(theta0_host + d)))
         ref = max(abs(Lp), abs(L0), float(np.abs(d) @ np.abs(H0) @ np.abs(d)), 1e-300)
         misfit = max(misfit, abs(Lp - model) / ref)
         if not misfit <= rtol:
             return None
-    H1 = np.asarray(hess(theta0 + d))
+    H1 = np.asarray(hess(jnp.asarray(theta0_host + d)))
     size = float(np.max(np.abs(H0))) + 1e-300
     misfit = max(misfit, float(np.max(np.abs(H1 - H0))) / size)
     if not misfit <= rtol:
@@ -267,7 +270,7 @@ def _shoot(optimizer, loss, theta0, theta_past, h, steps, scale):
     best = None
     for _ in range(30):
         theta, momenta = _forward(optimizer, loss, theta_past, h, steps_j)
-        miss = np.asarray(theta - theta0)
+        miss = np.asarray(theta) - np.asarray(theta0)
         norm = float(np.linalg.norm(miss))
         if not math.isfinite(norm):
             return best
@@ -281,7 +284,7 @@ def _shoot(optimizer, loss, theta0, theta_past, h, steps, scale):
             return best
         if not np.all(np.isfinite(delta)):
             return best
-        theta_past = theta_past - jnp.asarray(delta)
+        theta_past = jnp.asarray(np.asarray(theta_past) - delta)
     return best
 
 
@@ -300,7 +303,7 @@ def _regime_error(optimizer, h, eta, what):
 
 
 def _past_orbit_start(optimizer, loss, theta0, h, tol, eta, max_steps):
-    scale = 1.0 + float(jnp.max(jnp.abs(theta0)))
+    scale = 1.0 + float(np.max(np.abs(np.asarray(theta0))))
     theta_past, done, previous, increments = theta0, 0, None, []
     notes = []
     steps = 16
@@ -312,8 +315,8 @@ def _past_orbit_start(optimizer, loss, theta0, h, tol, eta, max_steps):
         theta_past, momenta, _ = shot
         done = steps
         if previous is not None:
-            size = max(float(sum(jnp.linalg.norm(m) for m in momenta)), 1e-300)
-            inc = float(sum(jnp.linalg.norm(a - b) for a, b in zip(momenta, previous))) / size
+            size = max(float(sum(np.linalg.norm(np.asarray(m)) for m in momenta)), 1e-300)
+            inc = float(sum(np.linalg.norm(np.asarray(a) - np.asarray(b)) for a, b in zip(momenta, previous))) / size
             increments.append(inc)
             if inc <= tol:
                 return momenta, inc, notes
