@@ -21,9 +21,7 @@ module skips.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,9 +30,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from _browser import find_browser
 
 ROOT = Path(__file__).resolve().parents[1]
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # home page; a builder page with display and inline formulas; a theory page; an API page (formulas from docstrings)
 PAGES = ("index.html", "builders/modified_field/index.html", "theory/slow_sde/index.html", "api/series/index.html")
 # the network is off: no host name resolves, and any connection that still tries goes to a closed port
@@ -58,12 +56,7 @@ def site():
 
 
 def _browser():
-    path = next((p for p in map(shutil.which, BROWSERS) if p), None)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but no Chromium was found (.ci/run installs the Debian package 'chromium')")
-        pytest.skip("Chromium is not installed (apt-get install chromium); the headless-browser check needs it")
-    return path
+    return find_browser()
 
 
 def _rendered_dom(browser, page: Path) -> str:

@@ -7,18 +7,16 @@ a failure.
 """
 
 import json
-import os
 import re
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
+from _browser import find_browser
 from typer.testing import CliRunner
 
 from modeq.cli import app
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # Small on purpose: 3 step sizes (so the fit has an interval), a short horizon, two flows.
 ARGS = ["report", "--loss", "product", "--optimizer", "gd", "--h", "0.01,0.005,0.0025", "--T", "0.2",
         "--flow", "gradient,modified:2", "--reg-steps", "20", "--quiet"]
@@ -38,12 +36,7 @@ window.addEventListener("load", function () {
 
 
 def _browser():
-    path = next((p for p in map(shutil.which, BROWSERS) if p), None)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but no Chromium was found (.ci/run installs the Debian package 'chromium')")
-        pytest.skip("Chromium is not installed (apt-get install chromium); the headless-browser check needs it")
-    return path
+    return find_browser()
 
 
 def _chromium(browser, *args, timeout=60):
