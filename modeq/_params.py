@@ -59,6 +59,8 @@ def build_optimizer(name: str, params: dict, *, default_h: float | None = None):
     """
     if not isinstance(name, str):
         raise TypeError(f"optimizer: expected a name, got {type(name).__name__}")
+    if ":" in name:
+        return _optax_optimizer(name.strip(), dict(params), default_h)
     key = name.strip().lower().replace("-", "_")
     if key not in OPTIMIZERS:
         raise ValueError(f"optimizer: unknown {name!r}; valid: {', '.join(sorted(OPTIMIZERS))}")
@@ -83,3 +85,75 @@ def build_optimizer(name: str, params: dict, *, default_h: float | None = None):
                 f"param: unknown parameter {unknown[0]!r} for {key}; valid: h (learning_rate), {', '.join(valid)}"
             )
     return ctor(**params), h
+
+
+def _step_size(params: dict, default_h):
+    given = [alias for alias in STEP_SIZE_NAMES if alias in params]
+    if len(given) > 1:
+        raise ValueError(f"param: {given[0]!r} and {given[1]!r} both set the step size; give one of them")
+    if given and default_h is None:
+        raise ValueError(
+            f"param: {given[0]!r} is not a hyperparameter here: this command takes its step sizes from --h "
+            f"(or --eta); remove --param {given[0]}"
+        )
+    return params.pop(given[0]) if given else default_h
+
+
+def _optax_optimizer(spec: str, params: dict, default_h):
+    """``optax:NAME`` (an optax alias, hyperparameters from ``--param``), ``optax:EXPR`` (an expression in ``h`` over
+    optax's names, e.g. ``optax:chain(scale_by_rms(decay=0.9), scale(-h))``) or ``file.py:factory`` /
+    ``module:factory`` (a function ``h -> GradientTransformation``, keyword hyperparameters from ``--param``)."""
+    import ast
+    import functools
+
+    from .optimizers._optax import from_optax
+
+    h = _step_size(params, default_h)
+    prefix, _, rest = spec.partition(":")
+    if prefix.lower() == "optax":
+        try:
+            import optax
+        except ImportError:  # pragma: no cover - optax is a dependency
+            raise ValueError("optimizer: optax is not installed (pip install optax)") from None
+        expr = rest.strip()
+        if not expr:
+            raise ValueError("optimizer: 'optax:' needs a name or an expression, e.g. optax:adam or "
+                             "'optax:chain(scale_by_rms(decay=0.9), scale(-h))'")
+        if expr.isidentifier():
+            factory = getattr(optax, expr, None)
+            if not callable(factory):
+                raise ValueError(f"optimizer: optax has no optimizer {expr!r} (e.g. optax:adam, optax:sgd, optax:lion)")
+            make = functools.partial(factory, **params) if params else factory
+            label = spec + "".join(f" --param {k}={v}" for k, v in params.items())
+        else:
+            if params:
+                raise ValueError(f"param: {next(iter(params))!r}: an optax expression takes its hyperparameters "
+                                 "inside the expression; remove --param")
+            try:
+                tree = ast.parse(expr, mode="eval")
+            except SyntaxError as exc:
+                raise ValueError(f"optimizer: the optax expression {expr!r} is not valid Python: {exc.msg}") from None
+            names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+            if "h" not in names:
+                raise ValueError(f"optimizer: the optax expression {expr!r} must use the step size h (e.g. "
+                                 "scale(-h) or sgd(h, momentum=0.9))")
+            namespace = {k: getattr(optax, k) for k in dir(optax) if not k.startswith("_")}
+            namespace["optax"] = optax
+            code = compile(tree, "<optax expression>", "eval")
+
+            def make(h, _code=code, _ns=namespace):
+                return eval(_code, {"__builtins__": {}}, {**_ns, "h": h})  # the user's own expression
+
+            label = f"'{spec}'"
+        return from_optax(make, name=f"optax:{expr}" if expr.isidentifier() else "optax", label=label), h
+    from .problems._spec import _load_attr
+
+    try:
+        _, factory = _load_attr(spec)
+    except ValueError as exc:
+        raise ValueError("optimizer: " + str(exc).removeprefix("loss: ")) from None
+    if not callable(factory):
+        raise ValueError(f"optimizer: {spec!r} is not a function h -> GradientTransformation")
+    make = functools.partial(factory, **params) if params else factory
+    label = spec + "".join(f" --param {k}={v}" for k, v in params.items())
+    return from_optax(make, name=f"{spec}", label=label), h

@@ -36,3 +36,6 @@ __all__ = [
     "RMSProp", "Lion", "HeavyBallForm", "AdaptiveForm", "LionForm",
     "simulate", "Trajectory", "DivergenceWarning", "DivergenceError",
 ]
+from ._optax import OptaxOptimizer, from_optax  # noqa: E402
+
+__all__ += ["from_optax", "OptaxOptimizer"]

@@ -106,6 +106,9 @@ class Optimizer(eqx.Module):
     cli_name: ClassVar[str] = ""
     #: True for plain gradient descent $\theta - h g$ (no momentum, no preconditioner)
     is_gradient_descent: ClassVar[bool] = False
+    #: True when :meth:`direction` and the momentum variables' ``source`` exist (the closed-form builders need them;
+    #: optimizers given by their state dynamics, :func:`modeq.optimizers.from_optax`, have ``False``)
+    has_momentum_form: ClassVar[bool] = True
 
     name: str = eqx.field(static=True)
     hyper: dict
@@ -130,6 +133,18 @@ class Optimizer(eqx.Module):
         """One step: returns ``(theta_next, momenta_next)``."""
         new = self.update_momenta(momenta, g, theta)
         return theta - h * self.direction(new, momenta, g, theta, h, n), new
+
+    def slow_state(self, g, theta, h, change=None):
+        r"""The momenta $m$ whose one-step change at fixed $\theta$ is ``change``: $\beta m + b\,s(g, \theta) - m = r$,
+        i.e. $m = (b\,s - r)/(1-\beta)$ (``change=None``: $r = 0$, the stationary momenta). The inner solve of the
+        slow-manifold iteration (:func:`modeq.series.manifold_iterate`); optimizers given by their state dynamics
+        (:func:`modeq.optimizers.from_optax`) solve the same equation for their own state."""
+        if change is None:
+            return self.stationary_momenta(g, theta)
+        return tuple(
+            (var.weight(self.hyper) * var.source(g, theta) - r) / (1.0 - var.beta(self.hyper))
+            for var, r in zip(self.momenta, change)
+        )
 
     def stationary_momenta(self, g, theta):
         r"""The fixed point of each momentum variable under a constant input, $b_\ell s_\ell/(1-\beta_\ell)$."""

@@ -38,3 +38,6 @@ __all__ += [
     "hb_noise_coefficients", "reshuffled_sequence", "reshuffling_coefficients", "sampled_memory_correction",
     "sgdm_sequence", "RegularizerReport", "regularizer_report",
 ]
+from ._numerical import NumericalRegularizer, implicit_regularizer  # noqa: E402
+
+__all__ += ["implicit_regularizer", "NumericalRegularizer"]

@@ -37,27 +37,24 @@ def _check_reducible(optimizer: Optimizer) -> None:
 
 
 def manifold_iterate(optimizer: Optimizer, grad: Callable, sweeps: int) -> Callable:
-    r"""$M^{(k)}(\theta, h)$ with $k$ = ``sweeps``: the slow manifold through $h^k$ (tuple, one array per momentum)."""
-    _check_reducible(optimizer)
-    hyper = optimizer.hyper
-    betas = [var.beta(hyper) for var in optimizer.momenta]
-    weights = [var.weight(hyper) for var in optimizer.momenta]
+    r"""$M^{(k)}(\theta, h)$ with $k$ = ``sweeps``: the slow manifold through $h^k$ (tuple, one array per momentum).
 
-    def inputs(theta):
-        g = grad(theta)
-        return g, tuple(w * var.source(g, theta) for w, var in zip(weights, optimizer.momenta))
+    $M^{(0)}$ is the stationary state at fixed $\theta$; $M^{(k)}(\theta)$ is the state whose one-step change equals
+    $M^{(k-1)}(\theta') - M^{(k-1)}(\theta)$, $\theta'$ the step from $(\theta, M^{(k-1)}(\theta))$
+    (:meth:`~modeq.optimizers.Optimizer.slow_state` solves that equation: $(b s - r)/(1-\beta)$ in momentum-variable
+    form, the state's own affine solve for :func:`~modeq.optimizers.from_optax`)."""
+    _check_reducible(optimizer)
 
     def level(k: int) -> Callable:
         def m_k(theta, h):
-            g, bs = inputs(theta)
+            g = grad(theta)
             if k == 0:
-                return tuple(x / (1.0 - b) for x, b in zip(bs, betas))
+                return optimizer.slow_state(g, theta, h)
             lower = level(k - 1)
             m = lower(theta, h)
-            new = tuple(b * mi + x for b, mi, x in zip(betas, m, bs))
-            theta_next = theta - h * optimizer.direction(new, m, g, theta, h, None)
+            theta_next, _ = optimizer.step(theta, m, g, h, None)
             m_next = lower(theta_next, h)
-            return tuple((x - (mn - mi)) / (1.0 - b) for x, mn, mi, b in zip(bs, m_next, m, betas))
+            return optimizer.slow_state(g, theta, h, tuple(mn - mi for mn, mi in zip(m_next, m)))
 
         return m_k
 
@@ -65,22 +62,17 @@ def manifold_iterate(optimizer: Optimizer, grad: Callable, sweeps: int) -> Calla
 
 
 def reduced_map(optimizer: Optimizer, grad: Callable, sweeps: int) -> Callable:
-    r"""The memoryless map $\Psi_h(\theta) = \theta - h D(\beta M + b s, M, g, \theta)$ with $M = M^{(k)}$.
+    r"""The memoryless map $\Psi_h(\theta)$: one step of the optimizer from $(\theta, M^{(k)}(\theta))$
+    ($\theta - h D(\beta M + b s, M, g, \theta)$ in momentum-variable form).
 
     Exact through $h^{k+1}$ (``sweeps`` = $k$). For GD (no momentum) it is $\theta - h g$ exactly.
     """
-    hyper = optimizer.hyper
-    betas = [var.beta(hyper) for var in optimizer.momenta]
-    weights = [var.weight(hyper) for var in optimizer.momenta]
     manifold = manifold_iterate(optimizer, grad, sweeps) if optimizer.momenta else None
 
     def step(theta, h):
         g = grad(theta)
-        if manifold is None:
-            return theta - h * optimizer.direction((), (), g, theta, h, None)
-        m = manifold(theta, h)
-        new = tuple(b * mi + w * var.source(g, theta) for b, mi, w, var in zip(betas, m, weights, optimizer.momenta))
-        return theta - h * optimizer.direction(new, m, g, theta, h, None)
+        m = manifold(theta, h) if manifold is not None else ()
+        return optimizer.step(theta, m, g, h, None)[0]
 
     return step
 
@@ -135,6 +127,11 @@ def memory_correction(optimizer: Optimizer, loss: Callable, *, h) -> Callable:
     Computed with forward-mode JVPs only. Agrees with the $h^2$ term of the slow-manifold expansion (tested).
     """
     _check_reducible(optimizer)
+    if not optimizer.has_momentum_form:
+        from .._errors import RegimeError
+
+        raise RegimeError(f"optimizer: memory_correction needs the momentum-variable form, which {optimizer.name} "
+                          "does not have; use modified_field(..., order=2) (the same h^2 term, from the state dynamics)")
     grad = jax.grad(loss)
     hyper = optimizer.hyper
 

@@ -256,9 +256,7 @@ def _backward_guess(optimizer, loss, theta, h, steps):
 
     def body(_, t):
         m = manifold(t, h)
-        g = grad(t)
-        new = optimizer.update_momenta(m, g, t)
-        return t + h * optimizer.direction(new, m, g, t, h, None)
+        return 2.0 * t - optimizer.step(t, m, grad(t), h, None)[0]  # t + h D: the step reversed
 
     return jax.lax.fori_loop(0, steps, body, theta)
 
