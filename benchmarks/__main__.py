@@ -45,10 +45,20 @@ BENCHMARKS = {
         ["--steps", "10000"],
         ["--steps", "2000", "--mlp-d", "2000", "--repeat", "2"],
     ),
+    "catalog": (
+        "every catalog optimizer, final state only, vs optax's update inside one lax.scan (goal <= 1.1x)",
+        ["--steps", "10000", "--repeat", "15", "--long-steps", "100000"],
+        ["--steps", "10000", "--repeat", "7", "--long-steps", "30000"],
+    ),
     "cli": (
         "`modeq compare` (the main job) vs the same study written by hand, cold processes and warm cache",
         ["--grids", "default,regime"],
         ["--grids", "default", "--no-taylor-check"],
+    ),
+    "optax": (
+        "the generic from_optax path vs the catalog's spec of the same optimizer (goal <= 3x)",
+        ["--d", "10000", "--steps", "10000"],
+        ["--d", "2000", "--steps", "2000", "--repeat", "3"],
     ),
 }
 

@@ -60,6 +60,27 @@ def machine_line() -> str:
     )
 
 
+def fail_on_divergence() -> None:
+    """Make every ``DivergenceWarning`` an error: a benchmark whose run diverges must fail (exit non-zero, marked
+    FAILED by ``python -m benchmarks``), never report the time of a frozen trajectory (issue 16)."""
+    import warnings
+
+    from modeq.optimizers import DivergenceWarning
+
+    warnings.simplefilter("error", DivergenceWarning)
+
+
+def check_finite(what: str, tree: Any) -> Any:
+    """Raise ``FloatingPointError`` naming ``what`` if any array of ``tree`` has a non-finite entry (a baseline that
+    diverged is no baseline); return ``tree``."""
+    import numpy as np
+
+    for leaf in jax.tree.leaves(tree):
+        if not np.all(np.isfinite(np.asarray(leaf))):
+            raise FloatingPointError(f"{what}: the run diverged (non-finite values); no time reported")
+    return tree
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._util import best_of, block, fmt_seconds, machine_line, markdown_table  # sets BLAS threads first
+from ._util import (  # sets BLAS threads first
+    best_of, block, check_finite, fail_on_divergence, fmt_seconds, machine_line, markdown_table)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -70,6 +71,7 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=3, help="best of k")
     parser.add_argument("--mlp-d", type=int, default=10_000)
     args = parser.parse_args(argv)
+    fail_on_divergence()  # a run that diverges fails the benchmark instead of timing a frozen trajectory
     steps = args.steps
     mlp_loop_steps = args.loop_steps or max(steps // 10, 1)
 
@@ -92,8 +94,12 @@ def main(argv=None):
             t_rec, compile_rec = best_of(sim(True), k=args.repeat)
             t_norec, compile_norec = best_of(sim(False), k=args.repeat)
             t_final, _ = best_of(sim(False, steps), k=args.repeat)
-            t_loop, _ = best_of(optax_loop(tx, problem.loss, problem.theta0, loop_steps), k=args.repeat, warmup=0)
-            t_scan, _ = best_of(optax_scan(tx, problem.loss, problem.theta0, steps), k=args.repeat)
+            loop, scan = optax_loop(tx, problem.loss, problem.theta0, loop_steps), optax_scan(tx, problem.loss,
+                                                                                               problem.theta0, steps)
+            check_finite(f"optax {name} on {label} (Python loop)", loop())
+            check_finite(f"optax {name} on {label} (lax.scan)", scan())
+            t_loop, _ = best_of(loop, k=args.repeat, warmup=0)
+            t_scan, _ = best_of(scan, k=args.repeat)
             scaled = t_loop * steps / loop_steps
             loop_note = "" if loop_steps == steps else f" ({loop_steps} steps x{steps // loop_steps})"
             rows.append(

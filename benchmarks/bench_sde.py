@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._util import best_of, machine_line, markdown_table  # sets BLAS threads first
+from ._util import best_of, check_finite, machine_line, markdown_table  # sets BLAS threads first
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -63,6 +63,8 @@ def main(argv=None):
         return simulate_sde(sde, x0, T, a.steps, paths=a.vbt_paths, key=key, method="diffrax").xs
 
     work = a.paths * a.steps
+    check_finite("modeq scan EM", ours())  # a diverged ensemble is no measurement
+    check_finite("hand-written scan EM", hand(key))
     t_ours, c_ours = best_of(ours, k=a.repeat)
     t_hand, c_hand = best_of(lambda: hand(key), k=a.repeat)
     t_vbt, c_vbt = best_of(vbt, k=1)

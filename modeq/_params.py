@@ -123,6 +123,14 @@ def _optax_optimizer(spec: str, params: dict, default_h):
             factory = getattr(optax, expr, None)
             if not callable(factory):
                 raise ValueError(f"optimizer: optax has no optimizer {expr!r} (e.g. optax:adam, optax:sgd, optax:lion)")
+            try:
+                first = next(iter(inspect.signature(factory).parameters), None)
+            except (TypeError, ValueError):
+                first = None
+            if first != "learning_rate":
+                raise ValueError(f"optimizer: optax.{expr} is a transformation, not an optimizer (its first argument is "
+                                 f"{first!r}, not learning_rate); write an expression in h, e.g. "
+                                 f"'optax:chain({expr}(...), scale(-h))'")
             make = functools.partial(factory, **params) if params else factory
             label = spec + "".join(f" --param {k}={v}" for k, v in params.items())
         else:
@@ -145,9 +153,12 @@ def _optax_optimizer(spec: str, params: dict, default_h):
                 return eval(_code, {"__builtins__": {}}, {**_ns, "h": h})  # the user's own expression
 
             label = f"'{spec}'"
-        return from_optax(make, name=f"optax:{expr}" if expr.isidentifier() else "optax", label=label), h
+        return _built(make, f"optax:{expr}" if expr.isidentifier() else "optax", label), h
     from .problems._spec import _load_attr
 
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise ValueError(f"optimizer: expected a name, optax:NAME, 'optax:EXPR' or file.py:factory, got {spec!r}")
     try:
         _, factory = _load_attr(spec)
     except ValueError as exc:
@@ -156,4 +167,14 @@ def _optax_optimizer(spec: str, params: dict, default_h):
         raise ValueError(f"optimizer: {spec!r} is not a function h -> GradientTransformation")
     make = functools.partial(factory, **params) if params else factory
     label = spec + "".join(f" --param {k}={v}" for k, v in params.items())
-    return from_optax(make, name=f"{spec}", label=label), h
+    return _built(make, spec, label), h
+
+
+def _built(make, name, label):
+    """``from_optax`` with its messages under the CLI's option name (``optimizer: ...``)."""
+    from .optimizers._optax import from_optax
+
+    try:
+        return from_optax(make, name=name, label=label)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("optimizer: " + str(exc).removeprefix("make: ")) from None

@@ -28,6 +28,8 @@ from typer.core import TyperCommand, TyperGroup
 JSON_HELP = "write results as JSON to PATH; --json alone (or --json -) prints only JSON to stdout"
 LOSS_HELP = ("built-in problem NAME[:k=v,...] (see modeq problems), or file.py:function / package.module:function: "
              "that file or module is imported, so its code runs")
+DEVICE_HELP = ("auto (default: the CPU below d = 1024, else JAX's default device), cpu or default; default: "
+               "$MODEQ_DEVICE, else auto (docs/speed.md)")
 _STDOUT_JSON: dict = {"active": False, "payload": None}  # set while a command runs with --json to stdout
 _PARTIAL: dict = {"payload": None}  # what a long command has finished so far (written if it is interrupted)
 
@@ -505,6 +507,20 @@ _RUN_CHUNK_FLOATS = 4_000_000  # iterates held at once by one chunk of `run` (32
 
 
 _PARTIAL_HISTORY = 100_000  # longest history an interrupted `run` writes (writing 1e7 floats would take seconds)
+_RUN_MIN_CHUNK = 1000  # steps of `run` simulated by one call at least
+
+
+class _NoProgress(contextlib.nullcontext):
+    """The progress bar of a command that finishes in one call (nothing to update)."""
+
+    def __enter__(self):
+        return self
+
+    def add_task(self, *args, **kwargs):
+        return 0
+
+    def update(self, *args, **kwargs):
+        pass
 
 
 def _run_partial(opt, h, loss, steps, losses, norms, done, theta) -> dict:
@@ -523,7 +539,7 @@ def _run_partial(opt, h, loss, steps, losses, norms, done, theta) -> dict:
 @_command("run")
 @_guard
 def run_cmd(
-    optimizer: str = typer.Option("hb", help="optimizer name (modeq.optimizers.OPTIMIZERS)"),
+    optimizer: str = typer.Option("hb", help="optimizer name (modeq.optimizers.OPTIMIZERS), optax:NAME, 'optax:EXPR in h' or file.py:factory"),
     param: List[str] = typer.Option([], "--param", help="hyperparameter k=v (h or learning_rate, beta, b1, ...)"),
     loss: str = typer.Option("product", help=LOSS_HELP),
     steps: int = typer.Option(100, help=f"number of steps (1 to {MAX_RUN_STEPS:.0e})"),
@@ -531,6 +547,7 @@ def run_cmd(
     m0: str = typer.Option("zero", help="initial momentum: zero or first"),
     json_path: Optional[str] = typer.Option(None, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar (warnings still print)"),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
 ):
     """Run one optimizer and print a short table (step, loss, grad norm).
 
@@ -542,6 +559,7 @@ def run_cmd(
     import numpy as np
 
     import modeq  # noqa: F401
+    from modeq._machine import device_scope
     from modeq._params import build_optimizer, parse_params
     from modeq._validation import check_int_at_least, check_positive
     from modeq.optimizers import DivergenceWarning, simulate
@@ -556,11 +574,15 @@ def run_cmd(
     opt, h = build_optimizer(optimizer, parse_params(param), default_h=0.01)
     h = check_positive("h", h)
     problem = resolve_problem(loss, _theta0(theta0))
-    chunk = max(1, min(steps, -(-steps // 20), 100_000, _RUN_CHUNK_FLOATS // max(problem.dim, 1)))
+    scope = device_scope(problem.dim, device)  # small problems on the CPU even when the default device is a GPU
+    # chunks of at least _RUN_MIN_CHUNK steps (each chunk is one call of simulate: a run of a few hundred steps is
+    # one call and one compilation, issue 16), about 20 of them for a long run (the progress bar's updates)
+    chunk = max(1, min(steps, max(-(-steps // 20), _RUN_MIN_CHUNK), 100_000, _RUN_CHUNK_FLOATS // max(problem.dim, 1)))
     losses = np.full(steps + 1, np.nan)
     norms = np.full(steps + 1, np.nan)
     theta, momenta, done, diverged = problem.theta0, m0, 0, -1
-    with _progress(quiet) as bar, warnings.catch_warnings():
+    progress = _progress(quiet) if chunk < steps else _NoProgress()  # one chunk: nothing to update, no rich import
+    with scope, progress as bar, warnings.catch_warnings():
         warnings.simplefilter("ignore", DivergenceWarning)  # reported below as one line
         task = bar.add_task(f"{opt.name} on {problem.name}", total=steps)
         while done < steps:
@@ -621,13 +643,20 @@ def _compare_table(study) -> list:
         ci = (f"[{v['interval'][0]:7.3f},{v['interval'][1]:7.3f}]" if v["interval"] is not None
               else f"{'-':>17s}")
         lines.append(f"{res.flow:>14s} {res.order:3d} " + " ".join(cells) + f" {fitted} {ci}  {v['verdict']}")
+    for res in study.results:  # init=shadow: the whole run, boundary layer included (no verdict: see the docs)
+        for label, errs, fit in (("whole run", getattr(res, "whole_run_error", None), getattr(res, "whole_run_fit", None)),
+                                 ("+ layer", getattr(res, "composite_error", None), getattr(res, "composite_fit", None))):
+            if errs:
+                order = f"{fit.order:12.3f}" if fit is not None and fit.order == fit.order else f"{'-':>12s}"
+                lines.append(f"{res.flow + ' ' + label:>14s} {'':3s} " + " ".join(f"{e:11.3e}" for e in errs)
+                             + f" {order}")
     return lines
 
 
 @_command("compare")
 @_guard
 def compare_cmd(
-    optimizer: str = typer.Option("hb", help="optimizer name (modeq.optimizers.OPTIMIZERS; hb: beta=0.9 by default)"),
+    optimizer: str = typer.Option("hb", help="optimizer name (modeq.optimizers.OPTIMIZERS; hb: beta=0.9 by default), optax:NAME, 'optax:EXPR in h' or file.py:factory"),
     param: List[str] = typer.Option([], "--param", help="hyperparameter k=v (beta, b1, ...; the step sizes are --h)"),
     loss: str = typer.Option("product", help="problem NAME[:k=v] or file.py:function (imports and runs that file)"),
     theta0: Optional[str] = typer.Option(None, help='initial point "a,b,..."'),
@@ -639,12 +668,15 @@ def compare_cmd(
                                     "h/4, h/8 inside the asymptotic regime, h*lambda_max/(1-beta)^2 <= 0.05)"),
     T: Optional[float] = typer.Option(None, "--T", help="time horizon, a multiple of every h (steps = T/h; default "
                                       "0.1 with momentum, 0.5 without)"),
-    init: str = typer.Option("manifold", help="momentum start: manifold (default) or rest"),
-    burn_in: Optional[int] = typer.Option(None, help="steps discarded before comparing (init=rest)"),
+    init: str = typer.Option("manifold", help="momentum start: manifold (default), rest (m0 = 0, bias correction "
+                             "kept, burn-in) or shadow (m0 = 0 with bias correction; the flow from the shadow start, "
+                             "verdict after the burn-in, whole-run error in the JSON)"),
+    burn_in: Optional[int] = typer.Option(None, help="steps discarded before comparing (init=rest or shadow)"),
     truncation: str = typer.Option("direct", help="modified-field truncation: direct (fast) or taylor (exact)"),
     json_path: Optional[str] = typer.Option(None, "--json", help=JSON_HELP),
     plot: Optional[str] = typer.Option(None, "--plot", help="write a PNG (errors vs h, trajectories)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
 ):
     """Compare modified flows with the discrete iterates over a sweep of step sizes; fit the convergence order.
 
@@ -654,6 +686,7 @@ def compare_cmd(
 
     import modeq  # noqa: F401
     import modeq.flows  # noqa: F401  (registers extra flows)
+    from modeq._machine import device_scope
     from modeq._params import build_optimizer, parse_params
     from modeq.compare import AccuracyWarning
     from modeq.problems import resolve_problem
@@ -672,7 +705,8 @@ def compare_cmd(
         partial["payload"] = {"loss": loss, **study.to_dict()}
         _PARTIAL["payload"] = partial["payload"]
 
-    with _progress(quiet) as bar, warnings.catch_warnings():
+    scope = device_scope(problem.dim, device)  # small problems on the CPU even when the default device is a GPU
+    with scope, _progress(quiet) as bar, warnings.catch_warnings():
         warnings.simplefilter("ignore", AccuracyWarning)
         task = bar.add_task("compare", total=None)
         study = flow_study(
@@ -779,7 +813,9 @@ def principal_flow_cmd(
 
     opt, _ = build_optimizer(optimizer.lower(), parse_params(param))
     problem = resolve_problem(loss, _theta0(theta0))
-    with _stages(quiet, ["principal flow and iterates"]) as stage:
+    from modeq._machine import device_scope
+
+    with device_scope(problem.dim), _stages(quiet, ["principal flow and iterates"]) as stage:  # MODEQ_DEVICE
         stage()
         study = principal_flow_study(opt, problem.loss, problem.theta0, h=h, T=T, backend=backend, k=k, third=third)
     res, diag, errors, iterates = study.flow, study.diagnostics, study.errors, study.iterates
@@ -916,7 +952,7 @@ def regularizer_cmd(
 @_guard
 def report_cmd(
     loss: str = typer.Option("product", help="problem NAME[:k=v] or file.py:function (as in modeq compare)"),
-    optimizer: str = typer.Option("gd", help="optimizer name (modeq.optimizers.OPTIMIZERS)"),
+    optimizer: str = typer.Option("gd", help="optimizer name (modeq.optimizers.OPTIMIZERS), optax:NAME, 'optax:EXPR in h' or file.py:factory"),
     param: List[str] = typer.Option([], "--param", help="hyperparameter k=v (default for hb: beta=0.9)"),
     theta0: Optional[str] = typer.Option(None, help='initial point "a,b,..."'),
     h: Optional[str] = typer.Option(None, "--h", help="step sizes of the convergence study, comma-separated "
@@ -925,7 +961,7 @@ def report_cmd(
                                       "(default 0.5; momentum methods 0.1)"),
     flow: List[str] = typer.Option([], "--flow", help="flows to compare (default gradient, modified:2, modified:3; "
                                    "momentum methods: memoryless:3 instead of modified:3)"),
-    init: str = typer.Option("manifold", help="momentum start of the convergence study: manifold or rest"),
+    init: str = typer.Option("manifold", help="momentum start of the convergence study: manifold, rest or shadow (see modeq compare --help)"),
     reg_steps: int = typer.Option(200, "--reg-steps", help="steps of the regularizer run (at the largest h)"),
     out: str = typer.Option("report.html", "--out", help="HTML file to write"),
     json_path: Optional[str] = typer.Option(None, "--json", help=JSON_HELP),
@@ -949,7 +985,9 @@ def report_cmd(
     reg_steps = check_int_at_least("reg-steps", reg_steps, 1)
     hs = _floats("h", h) if h is not None else None
     flows = [f for item in flow for f in item.split(",") if f.strip()] or None
-    with _progress(quiet) as bar:
+    from modeq._machine import device_scope
+
+    with device_scope(problem.dim), _progress(quiet) as bar:  # small problems on the CPU (MODEQ_DEVICE)
         task = bar.add_task("report", total=1)
         report = run_report(opt, problem, loss_spec=loss, hs=hs, T=T, flows=flows, init=init,
                             regularizer_steps=reg_steps,
@@ -1037,7 +1075,10 @@ def sde_cmd(
     problem = resolve_problem(loss, _theta0(theta0))
     oracle = _noise_oracle(noise, problem, parse_params(noise_param))
     etas = None if eta is None else _floats("eta", eta)
-    with _console(quiet).status("simulating the optimizer and its SME ..."):
+    from modeq._machine import device_scope
+
+    width = problem.dim * (paths if paths is not None else 20000)  # an ensemble: d x paths wide (MODEQ_DEVICE)
+    with device_scope(width), _console(quiet).status("simulating the optimizer and its SME ..."):
         study = sme_weak_study(problem, oracle, etas=etas, T=T, paths=paths, seed=seed, order=order, optimizer=opt)
     typer.echo(f"SME weak error: {study.optimizer} on {problem.name}, noise = {noise}, SME order {order}, T = {T:g}, "
                f"{study.paths} paths, phi = |x|^2")
@@ -1139,7 +1180,9 @@ def slow_sde_cmd(
     if alpha is not None and "beta" in oparams:
         raise ValueError("param: give beta (fixed momentum) or alpha (1 - beta = scale * eta^alpha), not both")
     opt, _ = build_optimizer(optimizer, oparams)
-    with _console(quiet).status("running the optimizer at small learning rates ..."):
+    from modeq._machine import device_scope
+
+    with device_scope(problem.dim * paths), _console(quiet).status("running the optimizer at small learning rates ..."):
         study = slow_sde_study(problem, oracle, etas=_floats("eta", eta), T=T, paths=paths, optimizer=opt,
                                alpha=None if alpha is None else float(alpha), scale=scale, seed=seed)
     typer.echo(f"slow SDE ({noise} noise) vs {study.optimizer} on {problem.name}: slow time T = {T:g}, "

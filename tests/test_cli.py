@@ -45,8 +45,9 @@ def test_headers_name_the_optimizer_in_the_cli_syntax():
     assert "{" not in first  # not a Python dict
 
 
-def test_run_in_chunks_equals_one_simulation(tmp_path):
+def test_run_in_chunks_equals_one_simulation(tmp_path, monkeypatch):
     # 57 steps run as chunks of 3 (at most two chunk lengths): the same numbers as one call of simulate, m0 = first
+    monkeypatch.setattr("modeq.cli._RUN_MIN_CHUNK", 1)  # a run this short is otherwise one chunk
     path = tmp_path / "run.json"
     out = invoke("run", "--optimizer", "nesterov", "--param", "h=0.01", "--param", "beta=0.8", "--m0", "first",
                  "--loss", "rosenbrock", "--steps", "57", "--json", str(path), "--quiet")

@@ -167,17 +167,78 @@ def test_coupled_state_needs_two_sweeps():
     assert from_optax(lambda h: optax.adam(h)).depth == 1
 
 
+def _theta_dependent_decay(h):
+    """m <- a(theta) m + g with a(theta) = 0.5 + 0.3 tanh(sum theta): its decay changes with theta (no constant a)."""
+
+    def init(p):
+        return (jnp.zeros_like(p),)
+
+    def update(g, s, p):
+        m = (0.5 + 0.3 * jnp.tanh(jnp.sum(p))) * s[0] + g
+        return -h * m, (m,)
+
+    return optax.GradientTransformation(init, update)
+
+
 @pytest.mark.parametrize("make, words", [
     (lambda h: optax.adagrad(h), "does not contract"),
     (lambda h: optax.yogi(h), "state leaf"),
     (lambda h: optax.sgd(optax.cosine_decay_schedule(h, 100), momentum=0.9), "vanishes"),
-])
+    (_theta_dependent_decay, "changes with theta"),
+    (lambda h: optax.sgd(lambda n: h * (1 + 0.5 * jnp.cos(2 * jnp.pi * n / 8)), momentum=0.5), "without a limit"),
+    (lambda h: optax.MultiSteps(optax.sgd(h, momentum=0.9), every_k_schedule=2), "neither a step counter"),
+], ids=["adagrad", "yogi", "cosine-to-0", "theta-decay", "periodic-schedule", "multisteps"])
 def test_refusals_are_named(make, words):
     opt = from_optax(make)
     assert words in opt.reduction_obstacle()
     with pytest.raises(RegimeError, match=words):
         modified_field(opt, loss3, h=1e-3, order=1)
     simulate(opt, loss3, jnp.ones(3), 5, h=1e-3)  # the iterates are still available
+
+
+@pytest.mark.parametrize("case", ["novograd", "warmup", "inject_hyperparams", "multisteps", "apply_if_finite",
+                                  "optimistic", "float32 state"])
+def test_simulate_is_optax_own_iteration_for_stateful_wrappers(case):
+    """``simulate`` carries optax's whole state (counters, flags, accumulators, hyperparameters in the state): equal to
+    optax's own loop. A counter pinned to n -> infinity (novograd's first step, a 3-step warm-up), a flag or an
+    accumulator rebuilt each step would be off by 1e-2."""
+    make = {
+        "novograd": lambda h: optax.novograd(h),
+        "warmup": lambda h: optax.sgd(optax.linear_schedule(0.0, h, transition_steps=3), momentum=0.5),
+        "inject_hyperparams": lambda h: optax.inject_hyperparams(optax.adam)(learning_rate=h),
+        "multisteps": lambda h: optax.MultiSteps(optax.sgd(h, momentum=0.9), every_k_schedule=2),
+        "apply_if_finite": lambda h: optax.apply_if_finite(optax.sgd(h, momentum=0.9), 3),
+        "optimistic": lambda h: optax.optimistic_gradient_descent(h),
+        "float32 state": lambda h: optax.sgd(h, momentum=0.9, accumulator_dtype=jnp.float32),
+    }[case]
+    opt = from_optax(make)
+    theta0 = jnp.asarray([0.8, -0.5, 0.6])
+    traj = simulate(opt, loss3, theta0, 20, h=0.05)
+    tx = make(0.05)
+    state, theta = tx.init(theta0), theta0
+    for _ in range(20):
+        upd, state = tx.update(jax.grad(loss3)(theta), state, theta)
+        theta = optax.apply_updates(theta, upd)
+    np.testing.assert_allclose(traj.theta[-1], theta, rtol=0, atol=1e-8)  # optax's schedules are float32
+
+
+def test_hyperparameters_stored_in_the_state_follow_h():
+    """inject_hyperparams keeps the learning rate in the state: it is rebuilt from make(h), so the fields are Adam's."""
+    opt = from_optax(lambda h: optax.inject_hyperparams(optax.adam)(learning_rate=h, b1=0.8, b2=0.9, eps_root=1e-3))
+    assert opt.reduction_obstacle() is None
+    spec = adam(0.8, 0.9, 1e-8, 1e-3, bias_correction=False)
+    theta = jnp.asarray([0.3, -0.7, 0.5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for R in (1, 2):
+            a = modified_field(opt, loss3, h=2e-3, order=R)(theta)
+            b = modified_field(spec, loss3, h=2e-3, order=R)(theta)
+            assert float(jnp.max(jnp.abs(a - b))) <= 1e-10
+
+
+def test_make_must_accept_a_traced_h():
+    with pytest.raises(ValueError, match="JAX array"):
+        from_optax(lambda h: optax.sgd(optax.warmup_cosine_decay_schedule(0.0, h, 5, 50, end_value=h / 10)))
 
 
 def test_sign_updates_are_order_one_only():
@@ -193,6 +254,7 @@ def test_bad_make_is_refused():
         from_optax(optax.adam(1e-3))
     with pytest.raises(ValueError, match="ignores h"):
         from_optax(lambda h: optax.adam(1e-3))
+    assert from_optax(optax.nadam).name == "optax:adam(nesterov=True)"
     with pytest.raises(TypeError, match="GradientTransformation"):
         from_optax(lambda h: h)
 
@@ -223,6 +285,7 @@ def test_cli_compare_with_an_optax_expression_and_a_user_file(tmp_path):
 
 @pytest.mark.parametrize("spec, words", [
     ("optax:nosuchthing", "optax has no optimizer"),
+    ("optax:scale", "not an optimizer"),
     ("optax:chain(scale_by_rms(), scale(-0.1))", "must use the step size h"),
     ("optax:chain(scale_by_rms(,", "not valid Python"),
     ("/nonexistent/file.py:make", "does not exist"),
@@ -276,3 +339,22 @@ def test_implicit_regularizer_refuses_preconditioned_methods():
     with pytest.raises(RegimeError, match="not a constant multiple"):
         implicit_regularizer(from_optax(lambda h: optax.adam(h, eps_root=1e-8)), loss3, h=0.01,
                              reference=jnp.asarray([0.4, -0.2, 0.3]))
+
+
+@pytest.mark.parametrize("make, expected", [
+    (optax.sgd, 1.0),
+    (lambda h: optax.sgd(h, momentum=0.9), heavy_ball(0.9).sme_lr_factor()),
+    (lambda h: optax.chain(optax.trace(decay=0.7), optax.scale(-h)), heavy_ball(0.7).sme_lr_factor()),
+    (lambda h: optax.chain(optax.ema(0.5, debias=False), optax.scale(-2 * h)), 2.0),  # normalized SGDM, lr 2h
+    (lambda h: optax.sgd(h, momentum=0.8, nesterov=True), None),
+    (lambda h: optax.adam(h), None),
+    (lambda h: optax.chain(optax.ema(0.5, debias=False), optax.trace(0.8), optax.scale(-h)), None),
+], ids=["sgd", "sgd-momentum", "trace", "ema", "nesterov", "adam", "ema-trace"])
+def test_sme_factor_only_for_sgd_type_transformations(make, expected):
+    """The SME (SGD's SDE with learning rate c h, Wang et al. Thm 4.5) is claimed only for SGD-type transformations:
+    GD or one buffer m <- a m + b g with update -h kappa m; c = kappa b / (1 - a) equals the catalog's factor."""
+    got = from_optax(make).sme_lr_factor()
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None and abs(got - expected) <= 1e-12 * expected

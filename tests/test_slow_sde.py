@@ -138,3 +138,19 @@ def test_slow_sde_study_sgdm_alpha_records_beta_per_eta():
     assert all(row.error < 0.02 for row in r.rows), [row.error for row in r.rows]
     with pytest.raises(ValueError, match="alpha"):
         slow_sde_study(p, LabelNoise(p, 1.0), etas=(0.04, 0.02), T=0.5, paths=8, alpha=0.5)  # SGD has no beta
+
+
+def test_lower_bound_verdict_refuses_to_pass_a_wide_interval():
+    """The slow-SDE verdict is one-sided (the error vanishes at least like eta^R): a 95% interval [-3, 5] must not
+    pass as "consistent" (it proves nothing); a narrow one above R passes, a narrow one below fails."""
+    import types
+
+    from modeq.studies._sde import _lower_bound_verdict
+
+    def fit(p, lo, hi):
+        return types.SimpleNamespace(order=p, ci=(lo, hi))
+
+    wide = _lower_bound_verdict(1.0, fit(1.0, -3.0, 5.0), resolved=[True] * 4, diverged=False)
+    assert wide.verdict == "Monte Carlo error too large to tell"
+    assert _lower_bound_verdict(1.0, fit(1.8, 1.5, 2.1), resolved=[True] * 4, diverged=False).verdict == "consistent"
+    assert _lower_bound_verdict(1.0, fit(0.5, 0.3, 0.7), resolved=[True] * 4, diverged=False).verdict == "not consistent"

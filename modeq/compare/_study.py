@@ -15,6 +15,12 @@ Start of a momentum method (the choice decides the measured order; docs/theory/m
   default burn-in makes $\beta^{n_0} \le 10^{-2} h^{R+1}$ so that the order $R$ is measured again. The burn-in is a
   fixed time $t_0 = n_0 h$, the same for every $h$ (``burn_in`` counts steps of the largest $h$), so that every
   comparison window starts at the same point of the trajectory.
+* ``init="shadow"``: $m_0 = 0$ with the optimizer's own step-count dependence (bias correction kept), and the flow
+  started at the shadow start $\tilde\theta_0$ (:func:`modeq.series.shadow_start`: $n_0$ true steps, then the flow
+  backward by $n_0 h$), the base point of the start's stable fibre. The run covers $0 \le n \le n_0 + T/h$; the
+  verdict uses the window $n \ge n_0$ (order $R$), and the whole-run error (bounded below by about
+  $\|\tilde\theta_0 - \theta_0\|$, $O(h^2)$ for Adam with bias correction) is recorded beside it
+  (docs/theory/bias_correction.md).
 """
 
 from __future__ import annotations
@@ -128,6 +134,11 @@ class FlowResult:
     start: list = dataclasses.field(default_factory=list)
     diverged_at: list = dataclasses.field(default_factory=list)
     corrected_fit: Optional[OrderFit] = None
+    whole_run_error: list = dataclasses.field(default_factory=list)  # init="shadow": max over 0 <= n <= n0 + N
+    whole_run_fit: Optional[OrderFit] = None
+    start_shift: list = dataclasses.field(default_factory=list)  # init="shadow": |theta~_0 - theta_0| per h
+    composite_error: list = dataclasses.field(default_factory=list)  # init="shadow": whole run, flow + boundary layer
+    composite_fit: Optional[OrderFit] = None
 
     @property
     def local_orders(self) -> list:
@@ -142,7 +153,11 @@ class FlowResult:
         """JSON-ready record (strict JSON: ``None`` where a number is missing, never NaN): ``flow``, ``order``, ``h``,
         ``max_error``, the fit (``fitted_order``, ``fitted_order_stderr``, ``fitted_order_ci``, ``error_constant``),
         ``local_orders`` (in the order of ``h``), ``verdict``, ``regime``, ``start``, ``solver_error_floor``,
-        ``diverged_at`` and ``warnings``."""
+        ``diverged_at`` and ``warnings``; with ``init="shadow"`` also ``whole_run_max_error`` (max over the whole run
+        from $n = 0$, the boundary layer included), its ``whole_run_fitted_order`` and ``start_shift``
+        (the distance from the shadow start to $\theta_0$, per $h$), and for the Adam family ``composite_max_error`` /
+        ``composite_fitted_order`` (whole run against the flow plus the leading boundary-layer term,
+        :func:`modeq.series.boundary_layer`); empty lists and ``None`` otherwise."""
         out = {"flow": self.flow, "order": self.order, "h": self.h,
                "max_error": [finite_or_none(e) for e in self.max_error]}
         fit = self.fit
@@ -163,6 +178,11 @@ class FlowResult:
         out["solver_error_floor"] = [finite_or_none(x) for x in self.solver_floor]
         out["diverged_at"] = list(self.diverged_at)
         out["warnings"] = list(self.warnings)
+        out["whole_run_max_error"] = [finite_or_none(e) for e in self.whole_run_error]
+        out["whole_run_fitted_order"] = None if self.whole_run_fit is None else finite_or_none(self.whole_run_fit.order)
+        out["start_shift"] = [finite_or_none(e) for e in self.start_shift]
+        out["composite_max_error"] = [finite_or_none(e) for e in self.composite_error]
+        out["composite_fitted_order"] = None if self.composite_fit is None else finite_or_none(self.composite_fit.order)
         return out
 
 
@@ -308,6 +328,26 @@ def _started_run(optimizer, loss, theta0, h, init, order, steps, pad_to=None):
     return how, traj
 
 
+def _shadow_errors(optimizer, loss, theta0, spec, flow_obj, traj, h, n0, steps, rtol, pad, result):
+    r"""``init="shadow"`` at one step size: the flow from the shadow start $\tilde\theta_0 = \Phi_{-n_0h}
+    (\theta_{n_0})$ (:func:`modeq.series.pull_back` of the run from rest, the same field as the comparison) on the
+    whole run $0 \le n \le n_0 + N$. Returns the window errors ($n \ge n_0$, for the fit), the flow values and the
+    solver floor; appends the whole-run maximum and the shift to ``result``, and for the Adam family the whole-run
+    error of the composite flow + leading boundary-layer term (:func:`modeq.series.boundary_layer`)."""
+    from ..series._shadow import boundary_layer, pull_back
+
+    start = pull_back(flow_obj, jnp.asarray(traj.theta[n0]), h, n0, rtol=rtol) if n0 else jnp.asarray(theta0)
+    values, floor = flow_values(spec, flow_obj, start, h, n0 + steps, rtol, pad)
+    iterates = np.asarray(traj.theta[: n0 + steps + 1])
+    errors = np.linalg.norm(iterates - values, axis=-1)
+    result.whole_run_error.append(float(errors.max()))
+    result.start_shift.append(float(np.linalg.norm(np.asarray(start) - np.asarray(theta0))))
+    if optimizer.adaptive_form() is not None and n0:
+        layer, _ = boundary_layer(optimizer, loss, theta0, h, n0 + steps)
+        result.composite_error.append(float(np.linalg.norm(iterates - values - layer, axis=-1).max()))
+    return errors[n0:], values, floor
+
+
 def compare_flow(
     optimizer: Optimizer,
     loss: Callable,
@@ -339,8 +379,11 @@ def compare_flow(
     spec = parse_flow(flow) if isinstance(flow, str) else flow
     loss, theta0, _ = flatten_loss(loss, theta0)  # a loss on a pytree: compared on the flat vector, as simulate
     check_positive("T", T)
-    if init not in ("manifold", "rest"):
-        raise ValueError(f"init must be 'manifold' or 'rest', got {init!r}")
+    if init not in ("manifold", "rest", "shadow"):
+        raise ValueError(f"init must be 'manifold', 'rest' or 'shadow', got {init!r}")
+    if init == "shadow" and spec.kind not in ("gradient", "modified"):
+        raise ValueError(f"init: 'shadow' starts an ODE flow (gradient or modified:R) at a point pulled back along "
+                         f"it; {spec.label} has no such start (use init='rest' or 'manifold')")
     hs = check_sweep(hs, T)
     if burn_in is not None:
         burn_in = check_int_at_least("burn_in", burn_in, 0)
@@ -363,7 +406,7 @@ def compare_flow(
     # The burn-in is a fixed *time*, the same for every h, so that every comparison window starts at the same point
     # of the trajectory (otherwise the error constant would change with h and bias the fitted order).
     burn_time = 0.0
-    if init == "rest" and optimizer.momenta:
+    if init in ("rest", "shadow") and optimizer.momenta:
         if burn_in is None:
             burn_time = max(default_burn_in(optimizer, h, spec.order) * h for h in hs)
         else:
@@ -373,7 +416,10 @@ def compare_flow(
     for i, h in enumerate(hs):
         steps = max(1, int(round(T / h)))
         n0 = int(math.ceil(burn_time / h - 1e-9))
-        how, traj = _started_run(optimizer, loss, theta0, h, init, spec.order, n0 + steps, sim_pad)
+        how, traj = _started_run(optimizer, loss, theta0, h, "rest" if init == "shadow" else init, spec.order,
+                                 n0 + steps, sim_pad)
+        if init == "shadow":
+            how = "shadow start (burn-in from rest, flow pulled back)" if n0 else "shadow start = theta0"
         result.start.append(how)
         if traj.diverged:
             diverged = True
@@ -387,14 +433,22 @@ def compare_flow(
             result.diverged_at.append(None)
             iterates = np.asarray(traj.theta[n0:])
             try:
-                if spec.kind in _PRINCIPAL_KINDS:  # the complex-state flow: exact in every regime on quadratics
+                if init == "shadow":
+                    errors, values, floor = _shadow_errors(optimizer, loss, theta0, spec, flow_obj, traj, h, n0, steps,
+                                                           rtol, sim_pad, result)
+                    iterates = np.asarray(traj.theta[: n0 + steps + 1])
+                elif spec.kind in _PRINCIPAL_KINDS:  # the complex-state flow: exact in every regime on quadratics
                     values, floor = principal_flow_values(optimizer, loss, jnp.asarray(iterates[0]), h, steps,
                                                           third=spec.kind == "principal+third", rtol=rtol, pad_to=pad)
                 else:
                     values, floor = flow_values(spec, flow_obj, jnp.asarray(iterates[0]), h, steps, rtol, pad)
             except SolveError as exc:
-                raise SolveError(f"{spec.label}, h = {h:g}: {exc}", exc.t_failed) from None
-            errors = np.linalg.norm(iterates - values, axis=-1)
+                hint = "" if optimizer.smooth else (f"; {optimizer.name} is not smooth ({optimizer.smooth_reason}): its "
+                                                    "order-1 field is discontinuous, so an ODE solver stalls where it "
+                                                    "switches")
+                raise SolveError(f"{spec.label}, h = {h:g}: {exc}{hint}", exc.t_failed) from None
+            if init != "shadow":
+                errors = np.linalg.norm(iterates - values, axis=-1)
             result.max_error.append(float(errors.max()))
             result.curves.append((np.arange(steps + 1) * h, errors))
             result.trajectories.append((iterates, values))
@@ -409,9 +463,20 @@ def compare_flow(
             progress(i + 1, len(hs))
     errs = result.max_error
     if not diverged and len(hs) >= 2 and all(e is not None and e > 0 for e in errs):
-        result.fit = fit_order(hs, errs)
-        if len(hs) >= 4:
-            result.corrected_fit = fit_order_corrected(hs, errs)
+        # An error within 10x of the solver's own error floor measures the solver, not the flow: such step sizes are
+        # left out of the fit (and said so), so that a correct flow is not judged on rounding errors.
+        keep = [i for i, (e, f) in enumerate(zip(errs, result.solver_floor)) if not f or e > 10 * f or exact]
+        if len(keep) < len(hs) and len(keep) >= 2:
+            dropped = ", ".join(f"{hs[i]:g}" for i in range(len(hs)) if i not in keep)
+            result.warnings.append(f"h = {dropped}: error within 10x of the solver floor, left out of the fit")
+        fit_hs, fit_errs = ([hs[i] for i in keep], [errs[i] for i in keep]) if len(keep) >= 2 else (hs, errs)
+        result.fit = fit_order(fit_hs, fit_errs)
+        if len(fit_hs) >= 4:
+            result.corrected_fit = fit_order_corrected(fit_hs, fit_errs)
+        if result.whole_run_error and all(e is not None and e > 0 for e in result.whole_run_error):
+            result.whole_run_fit = fit_order(hs, result.whole_run_error)  # init="shadow": the boundary layer included
+        if len(result.composite_error) == len(hs) and all(e > 0 for e in result.composite_error):
+            result.composite_fit = fit_order(hs, result.composite_error)
     if exact and not diverged:
         scale = 1.0 + float(jnp.max(jnp.abs(theta0)))
         worst = max(errs)

@@ -4,9 +4,12 @@ An optax optimizer is a map $(g_n, s_n, \theta_n) \mapsto (u_n, s_{n+1})$ with $
 (``updates, state = tx.update(g, state, params)``). modeq needs no momentum-variable form for it
 (docs/builders/from_optax.md):
 
-* **Fast variables** are the floating-point leaves $s = (s_1, \dots, s_L)$ of the state; integer leaves are step
-  counters (checked: they advance by one per update), set from the simulator's step index $n$, or to
-  $n = 2^{30}$ ("$n \to \infty$", the stationary regime: bias corrections equal 1) for the modified equations.
+* **The state** is carried whole (``momenta`` = all its leaves), so ``simulate`` runs optax's own iteration. Its
+  leaves are classified by probing: **fast variables** (floating-point leaves that relax, below), **constants**
+  (hyperparameters stored in the state, e.g. by ``inject_hyperparams``: unchanged by an update; rebuilt from
+  ``make(h).init`` at every step, so they follow $h$), **step counters** (integer leaves that advance by one; set to
+  $n = 2^{30}$, "$n \to \infty$", the stationary regime where bias corrections equal 1, in the modified equations) and
+  **flags** (integer or boolean leaves an update leaves unchanged).
 * **Slow manifold.** At fixed $\theta$ each fast leaf must relax geometrically: its update is affine in itself with a
   constant elementwise decay, $S_\ell(s, g, \theta) = a_\ell\, s_\ell + c_\ell(s_{<\ell}, g, \theta)$, $|a_\ell| < 1$,
   where $c_\ell$ may depend (non-linearly) on other leaves through an acyclic chain (a ``chain`` of transforms: e.g.
@@ -51,10 +54,11 @@ _PROBE_H = 1e-3
 class OptaxOptimizer(Optimizer):
     r"""An optax ``GradientTransformation`` family ``make(h)`` seen as a modeq optimizer (build with :func:`from_optax`).
 
-    ``momenta`` are the state's floating-point leaves (one pseudo momentum variable each, with its measured decay);
-    :meth:`step` runs ``tx.update``; :meth:`slow_state` solves the state equation on the slow manifold. Every builder of
-    modified equations, the simulator and ``compare`` accept it; the closed-form builders that need the
-    momentum-variable form (``memory_correction``, the exact modified losses, the SME) refuse it by name.
+    ``momenta`` are all the leaves of the optax state (booleans carried as int32), so :func:`~modeq.optimizers.simulate`
+    runs optax's own iteration, step counts included. :meth:`step` runs ``tx.update``; with ``n = None`` (the
+    stationary regime of the modified equations) the step counters are held at $2^{30}$. :meth:`slow_state` solves
+    the state equation on the slow manifold. The closed-form builders that need the momentum-variable form
+    (``memory_correction``, the catalog's modified losses, the SME) refuse it by name.
     """
 
     cli_name = "optax"
@@ -63,55 +67,56 @@ class OptaxOptimizer(Optimizer):
     make: Callable = eqx.field(static=True, default=None)
     label: str = eqx.field(static=True, default="optax")
     treedef: Any = eqx.field(static=True, default=None)
-    fast_index: tuple = eqx.field(static=True, default=())  # positions of the float leaves in the state's leaves
-    count_index: tuple = eqx.field(static=True, default=())  # positions of the integer (step counter) leaves
-    count_dtypes: tuple = eqx.field(static=True, default=())
-    decays: tuple = eqx.field(static=True, default=())  # a_l per fast leaf
+    kinds: tuple = eqx.field(static=True, default=())  # per leaf: "fast", "const", "count" or "flag"
+    dtypes: tuple = eqx.field(static=True, default=())  # optax's dtype of each leaf
+    decays: tuple = eqx.field(static=True, default=())  # a_l per fast leaf (in leaf order)
     depth: int = eqx.field(static=True, default=1)  # sweeps of the inner solve (levels of the coupling graph)
     obstacle: Optional[str] = eqx.field(static=True, default=None)
     structure: Any = eqx.field(static=True, default=None)  # (unravel, flat size) of the user's parameter pytree
+    flags: tuple = eqx.field(static=True, default=())  # (leaf index, value) of flags every update sets to one value
+    h_consts: tuple = eqx.field(static=True, default=())  # constant leaves whose value depends on h (rebuilt per step)
+    sme_factor: Optional[float] = eqx.field(static=True, default=None)  # c of an SGD-type transformation, else None
 
     # --- the optax state <-> modeq momenta ------------------------------------------------------------------------
 
     def _tree(self, theta):
-        if self.structure is None:
-            return theta
-        return self.structure[0](theta)
+        return theta if self.structure is None else self.structure[0](theta)
 
     def _flat(self, tree):
-        if self.structure is None:
-            return tree
-        return ravel_pytree(tree)[0]
+        return tree if self.structure is None else ravel_pytree(tree)[0]
 
-    def _state(self, fast, count):
-        leaves = [None] * (len(self.fast_index) + len(self.count_index))
-        for i, leaf in zip(self.fast_index, fast):
-            leaves[i] = leaf
-        for i, dtype in zip(self.count_index, self.count_dtypes):
-            leaves[i] = jnp.asarray(count, dtype=dtype)
+    def _carry(self, leaves):
+        return tuple(jnp.asarray(x, jnp.int32) if jnp.asarray(x).dtype == jnp.bool_ else jnp.asarray(x)
+                     for x in leaves)
+
+    def _state(self, momenta, h, theta, stationary: bool):
+        leaves = [jnp.asarray(m).astype(dt) for m, dt in zip(momenta, self.dtypes)]
+        if self.h_consts:  # hyperparameters stored in the state that depend on h: the ones of make(h)
+            init = jax.tree.leaves(self.make(h).init(self._tree(theta)))
+            for i in self.h_consts:
+                leaves[i] = init[i]
+        if stationary:
+            leaves = [jnp.asarray(STATIONARY_COUNT, dt) if k == "count" else x
+                      for k, x, dt in zip(self.kinds, leaves, self.dtypes)]
+            for i, value in self.flags:  # the value every update gives them (e.g. "first step": False)
+                leaves[i] = jnp.full(jnp.shape(leaves[i]), value, self.dtypes[i])
         return jax.tree.unflatten(self.treedef, leaves)
 
-    def _fast(self, state):
-        leaves = jax.tree.leaves(state)
-        return tuple(leaves[i] for i in self.fast_index)
-
-    def _count(self, n):
-        if n is None or not self.bias_correction:
-            return STATIONARY_COUNT
-        return n
-
-    def _update(self, fast, g, theta, h, n):
+    def _update(self, momenta, g, theta, h, stationary: bool):
         tx = self.make(h)
-        updates, new_state = tx.update(self._tree(g), self._state(fast, self._count(n)), self._tree(theta))
-        return self._flat(updates), self._fast(new_state)
+        updates, new = tx.update(self._tree(g), self._state(momenta, h, theta, stationary), self._tree(theta))
+        new = list(self._carry(jax.tree.leaves(new)))
+        if stationary:
+            new = [jnp.asarray(STATIONARY_COUNT, x.dtype) if k == "count" else x for k, x in zip(self.kinds, new)]
+        return self._flat(updates), tuple(new)
 
     # --- the Optimizer interface ----------------------------------------------------------------------------------
 
     def step(self, theta, momenta, g, h, n=None):
-        """One ``tx.update``: returns ``(theta + updates, new fast state)``; the step count is ``n`` (or
-        $2^{30}$ with ``n = None`` or when the update does not read it)."""
-        updates, fast = self._update(tuple(momenta), g, theta, h, n)
-        return theta + updates, fast
+        """One ``tx.update`` on the carried state: ``(theta + updates, new state)``. ``n = None``: the stationary regime
+        (step counters held at $2^{30}$); otherwise the counters are the carried ones (optax's own)."""
+        updates, new = self._update(tuple(momenta), g, theta, h, n is None)
+        return theta + updates, new
 
     def direction(self, new, old, g, theta, h, n=None):
         raise TypeError(f"{self.name}: an optax optimizer has no momentum-variable direction; use step()")
@@ -120,33 +125,36 @@ class OptaxOptimizer(Optimizer):
         raise TypeError(f"{self.name}: an optax optimizer has no momentum-variable form; use step()")
 
     def slow_state(self, g, theta, h, change=None):
-        r"""The fast state $s$ with $S(s, g, \theta) - s$ = ``change`` (``None``: 0, the stationary state at fixed
-        $\theta$), solved exactly by ``depth`` sweeps of $s_\ell \leftarrow (S_\ell(s) - a_\ell s_\ell - r_\ell)/(1 -
-        a_\ell)$ (see the module docstring)."""
-        template = self._fast(self.make(h).init(self._tree(theta)))
-        s = tuple(jnp.zeros_like(x) for x in template)
-        r = change if change is not None else tuple(jnp.zeros_like(x) for x in template)
+        r"""The state whose fast leaves change by ``change`` in one step at fixed $\theta$ (``None``: 0, the stationary
+        state), solved exactly by ``depth`` sweeps of $s_\ell \leftarrow (S_\ell(s) - a_\ell s_\ell - r_\ell)/(1 -
+        a_\ell)$; constants and flags as ``make(h).init`` gives them, step counters at $2^{30}$."""
+        init = self._carry(jax.tree.leaves(self.make(h).init(self._tree(theta))))
+        s = [jnp.zeros_like(x, dtype=jnp.float64) if k == "fast" else x for k, x in zip(self.kinds, init)]
+        decay = dict(zip([i for i, k in enumerate(self.kinds) if k == "fast"], self.decays))
         for _ in range(self.depth):
-            _, new = self._update(s, g, theta, h, None)
-            s = tuple((ni - a * si - ri) / (1.0 - a) for ni, si, ri, a in zip(new, s, r, self.decays))
-        return s
+            _, new = self._update(tuple(s), g, theta, h, True)
+            s = [((new[i] - decay[i] * s[i] - (change[i] if change is not None else 0.0)) / (1.0 - decay[i]))
+                 if i in decay else new[i] for i in range(len(s))]
+        return tuple(s)
 
     def stationary_momenta(self, g, theta):
         return self.slow_state(g, theta, _PROBE_H)
 
     def initial_momenta(self, theta0, g0, mode="zero"):
-        """``"zero"``: optax's own initial state (``tx.init``: zero moments); ``"first"``: the stationary state for the
-        first gradient; or a tuple of arrays (the fast leaves, in the order of ``momenta``)."""
+        """``"zero"``: optax's own initial state (``tx.init``: zero moments, count 0); ``"first"``: the stationary fast
+        state for the first gradient (counters from ``tx.init``); or a tuple with one array per state leaf."""
+        init = self._carry(jax.tree.leaves(self.make(_PROBE_H).init(self._tree(theta0))))
         if isinstance(mode, str):
             if mode == "zero":
-                return self._fast(self.make(_PROBE_H).init(self._tree(theta0)))
+                return init
             if mode == "first":
-                return self.slow_state(g0, theta0, _PROBE_H)
+                warm = self.slow_state(g0, theta0, _PROBE_H)
+                return tuple(w if k == "fast" else x for k, w, x in zip(self.kinds, warm, init))
             raise ValueError(f"m0 must be 'zero', 'first' or a tuple of arrays, got {mode!r}")
-        given = tuple(jnp.asarray(m, dtype=jnp.float64) for m in mode)
-        if len(given) != len(self.momenta):
-            raise ValueError(f"m0 must have {len(self.momenta)} arrays for {self.name}, got {len(given)}")
-        return given
+        if len(mode) != len(self.kinds):
+            raise ValueError(f"m0 must have {len(self.kinds)} arrays (one per optax state leaf) for {self.name}, "
+                             f"got {len(mode)}")
+        return tuple(jnp.asarray(m, dtype=x.dtype) for m, x in zip(mode, init))
 
     # --- capabilities ---------------------------------------------------------------------------------------------
 
@@ -155,6 +163,12 @@ class OptaxOptimizer(Optimizer):
 
     def reduction_obstacle(self) -> Optional[str]:
         return self.obstacle
+
+    def sme_lr_factor(self) -> Optional[float]:
+        r"""$c$ for SGD-type transformations (GD, or one buffer $m \leftarrow am + bg$ with update $-h\kappa m$:
+        SGDM with any dampening, heavy-ball), detected by probing; their SME is SGD's with learning rate $ch$
+        (Wang et al., arXiv 2307.15196, Thm. 4.5). ``None`` for every other transformation."""
+        return self.sme_factor
 
     def cli_params(self) -> dict:
         return {}
@@ -175,84 +189,125 @@ def _path_names(tree) -> list:
     return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
-@dataclasses.dataclass
-class _Probe:
-    make: Callable
-    tree: Callable
-    flat: Callable
-    treedef: Any
-    fast_index: tuple
-    count_index: tuple
-    count_dtypes: tuple
-
-    def state(self, fast, count):
-        leaves = [None] * (len(self.fast_index) + len(self.count_index))
-        for i, leaf in zip(self.fast_index, fast):
-            leaves[i] = jnp.asarray(leaf)
-        for i, dtype in zip(self.count_index, self.count_dtypes):
-            leaves[i] = jnp.asarray(count, dtype=dtype)
-        return jax.tree.unflatten(self.treedef, leaves)
-
-    def run(self, fast, g, theta, count, h=_PROBE_H):
-        updates, new = self.make(h).update(self.tree(g), self.state(fast, count), self.tree(theta))
-        leaves = jax.tree.leaves(new)
-        return np.asarray(self.flat(updates)), [np.asarray(leaves[i]) for i in self.fast_index], \
-            [np.asarray(leaves[i]) for i in self.count_index]
-
-
 def _close(a, b, rtol=1e-9) -> bool:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0)), 1e-300)
     return bool(np.all(np.isfinite(a)) and np.all(np.isfinite(b)) and np.max(np.abs(a - b), initial=0.0) <= rtol * scale)
 
 
-def _analyse(probe: _Probe, theta, g, names):
-    """Decays, coupling depth, obstacle, reads-count and smoothness of the transformation, by probing ``tx.update``."""
+@dataclasses.dataclass
+class _Probe:
+    make: Callable
+    tree: Callable
+    flat: Callable
+    treedef: Any
+    dtypes: tuple
+
+    def init(self, theta, h=_PROBE_H):
+        return [np.asarray(x) for x in jax.tree.leaves(self.make(h).init(self.tree(theta)))]
+
+    def run(self, leaves, g, theta, h=_PROBE_H):
+        state = jax.tree.unflatten(self.treedef, [jnp.asarray(x).astype(dt) for x, dt in zip(leaves, self.dtypes)])
+        updates, new = self.make(h).update(self.tree(g), state, self.tree(theta))
+        return np.asarray(self.flat(updates), np.float64), [np.asarray(x) for x in jax.tree.leaves(new)]
+
+
+def _analyse(probe: _Probe, theta, g, names, theta2, g2):
+    """Leaf kinds, decays, coupling depth, obstacle and smoothness of the transformation, by probing ``tx.update``."""
     rng = np.random.default_rng(0)
-    fast0 = [rng.uniform(0.5, 1.5, size=np.shape(leaf)) for leaf in probe.state_template]
-    count = 5
+    init = probe.init(theta)
+    floats = [i for i, x in enumerate(init) if np.issubdtype(x.dtype, np.floating)]
+    tol = {i: max(1e-8, 1e3 * float(np.finfo(init[i].dtype).eps)) for i in floats}
     obstacle = None
 
-    # integer leaves: step counters
-    if probe.count_index:
-        _, _, counts = probe.run(fast0, g, theta, count)
-        for name, c in zip([names[i] for i in probe.count_index], counts):
-            if not np.all(c == count + 1):
-                obstacle = obstacle or f"the integer state leaf {name} is not a step counter (5 -> {c.ravel()[:1]})"
+    def note(text):
+        nonlocal obstacle
+        obstacle = obstacle or text
 
-    # decays and coupling: perturb one fast leaf at a time
-    base_u, base_s, _ = probe.run(fast0, g, theta, STATIONARY_COUNT)
-    decays, edges = [], {}
-    L = len(fast0)
-    for i in range(L):
-        z = rng.uniform(0.1, 0.2, size=np.shape(fast0[i]))
-        bumped = [f.copy() if j != i else f + z for j, f in enumerate(fast0)]
-        bumped2 = [f.copy() if j != i else f + 2 * z for j, f in enumerate(fast0)]
-        _, s1, _ = probe.run(bumped, g, theta, STATIONARY_COUNT)
-        _, s2, _ = probe.run(bumped2, g, theta, STATIONARY_COUNT)
-        ratio = (s1[i] - base_s[i]) / z
+    def point(th, count):
+        leaves = [x.copy() for x in init]
+        for i in floats:
+            leaves[i] = rng.uniform(0.5, 1.5, size=x_shape(i)).astype(init[i].dtype)
+        for i, x in enumerate(init):
+            if i not in floats and np.issubdtype(x.dtype, np.integer):
+                leaves[i] = np.full(x.shape, count, x.dtype)
+        return leaves
+
+    def x_shape(i):
+        return np.shape(init[i])
+
+    # kinds: discrete leaves (counters, flags), constants, fast leaves
+    kinds, flag_values, h_consts = [], {}, []
+    base = point(theta, 5)
+    _, out = probe.run(base, g, theta)
+    other = point(theta2, 5)  # a second probe: another theta, gradient and state
+    _, out2 = probe.run(other, g2, theta2)
+    _, out_init = probe.run(init, g, theta)
+    for i, x in enumerate(init):
+        if i in floats:
+            kinds.append("float")
+        elif np.issubdtype(x.dtype, np.integer) and np.all(out[i] == 6) and np.all(out_init[i] == x + 1):
+            kinds.append("count")
+        elif np.array_equal(out[i], base[i]) and np.array_equal(out_init[i], x):
+            kinds.append("flag")  # kept as it is (e.g. a count of non-finite updates that stays 0)
+        elif np.array_equal(out[i], out_init[i]) and np.all(np.ravel(out[i]) == np.ravel(out[i])[:1]):
+            kinds.append("flag")  # set to one value by every update (e.g. "is the first step": False after it)
+            flag_values[i] = np.ravel(out[i])[0].item() if np.size(out[i]) else None
+        else:
+            kinds.append("flag")
+            note(f"the discrete state leaf {names[i]} is neither a step counter nor constant (5 -> "
+                 f"{np.ravel(out[i])[:1]}): the modified equations would need its dynamics")
+    # constants: float leaves an update copies unchanged (hyperparameters stored in the state); they are then held at
+    # their initial values for the probes of the others
+    for i in floats:
+        if np.array_equal(out[i], base[i]) and np.array_equal(out2[i], other[i]):
+            kinds[i] = "const"
+            base[i], other[i] = init[i].copy(), init[i].copy()
+            if not _close(probe.init(theta)[i], probe.init(theta2)[i], 1e-13):
+                note(f"the constant state leaf {names[i]} depends on the initial parameters: not supported")
+            if not _close(probe.init(theta)[i], probe.init(theta, 2 * _PROBE_H)[i], 1e-15):
+                h_consts.append(i)  # e.g. inject_hyperparams' learning rate: rebuilt from make(h) at every step
+
+    def decay_at(leaves, th, gg, i):
+        z = rng.uniform(0.1, 0.2, size=x_shape(i)).astype(init[i].dtype)
+        _, s0 = probe.run(leaves, gg, th)
+        bumped = [x.copy() for x in leaves]
+        bumped[i] = leaves[i] + z
+        _, s1 = probe.run(bumped, gg, th)
+        bumped[i] = leaves[i] + 2 * z
+        _, s2 = probe.run(bumped, gg, th)
+        ratio = (s1[i].astype(np.float64) - s0[i]) / z
         a = float(np.mean(ratio)) if np.size(ratio) else 0.0
-        if not _close(ratio, np.full_like(ratio, a), 1e-8) and np.size(ratio):
-            obstacle = obstacle or f"the decay of state leaf {names[probe.fast_index[i]]} is not one constant"
-        if not _close(s2[i] - base_s[i], 2 * (s1[i] - base_s[i]), 1e-7):
-            obstacle = obstacle or (f"the update of state leaf {names[probe.fast_index[i]]} is not affine in itself "
-                                    "(e.g. Yogi, AMSGrad): no slow-manifold solver")
-        if abs(a) >= 1.0 - 1e-12:
-            obstacle = obstacle or (f"state leaf {names[probe.fast_index[i]]} does not contract at fixed theta "
-                                    f"(decay {a:.6g}): no slow manifold (e.g. AdaGrad's sum of squares)")
-        decays.append(a)
-        edges[i] = [j for j in range(L) if j != i and not _close(s1[j], base_s[j], 1e-13)]
-    # the decay must not depend on the gradient
-    g2 = g * 1.7 + 0.3
-    base2_u, base2_s, _ = probe.run(fast0, g2, theta, STATIONARY_COUNT)
-    for i in range(L):
-        z = np.full(np.shape(fast0[i]), 0.125)
-        bumped = [f.copy() if j != i else f + z for j, f in enumerate(fast0)]
-        _, s1, _ = probe.run(bumped, g2, theta, STATIONARY_COUNT)
-        if np.size(z) and not _close((s1[i] - base2_s[i]) / z, np.full(np.shape(z), decays[i]), 1e-8):
-            obstacle = obstacle or f"the decay of state leaf {names[probe.fast_index[i]]} depends on the gradient"
+        uniform = _close(ratio, np.full_like(ratio, a), tol[i]) if np.size(ratio) else True
+        affine = _close(s2[i].astype(np.float64) - s0[i], 2 * (s1[i].astype(np.float64) - s0[i]), 10 * tol[i])
+        feeds = [j for j in floats if j != i and not _close(s1[j], s0[j], 1e-13)]
+        return a, uniform, affine, feeds, s0
 
-    # coupling graph: longest chain (acyclic) -> number of sweeps
+    decays, edges = {}, {}
+    for i in floats:
+        if kinds[i] == "const":
+            continue
+        a, uniform, affine, feeds, s0 = decay_at(base, theta, g, i)
+        a2, uniform2, _, feeds2, s0b = decay_at(other, theta2, g2, i)
+        edges[i] = sorted(set(feeds) | set(feeds2))
+        kinds[i] = "fast"
+        decays[i] = a
+        if not affine:
+            note(f"the update of state leaf {names[i]} is not affine in itself (e.g. Yogi, AMSGrad): no slow-manifold "
+                 "solver")
+        elif not (uniform and uniform2):
+            note(f"the decay of state leaf {names[i]} is not one number for all its entries: not supported")
+        elif not abs(a - a2) <= tol[i] * max(1.0, abs(a)):
+            note(f"the decay of state leaf {names[i]} changes with theta, the gradient or the other leaves ({a:.6g} vs "
+                 f"{a2:.6g}): not supported")
+        if abs(a) >= 1.0 - 1e-12:
+            note(f"state leaf {names[i]} does not contract at fixed theta (decay {a:.6g}): no slow manifold (e.g. "
+                 "AdaGrad's sum of squares)")
+    fast = [i for i in floats if kinds[i] == "fast"]
+    for i in fast:  # constants feed nothing that matters to the solve
+        edges[i] = [j for j in edges[i] if j in fast]
+
+    # coupling graph among fast leaves: longest chain (acyclic) -> number of sweeps
     depth_of: dict = {}
 
     def depth(i, seen):
@@ -261,7 +316,7 @@ def _analyse(probe: _Probe, theta, g, names):
         if i in depth_of:
             return depth_of[i]
         best = 1
-        for j in [k for k in range(L) if i in edges[k]]:  # leaves that feed leaf i
+        for j in [k for k in fast if i in edges[k]]:  # leaves that feed leaf i
             dj = depth(j, seen | {i})
             if dj is None:
                 return None
@@ -269,35 +324,83 @@ def _analyse(probe: _Probe, theta, g, names):
         depth_of[i] = best
         return best
 
-    levels = [depth(i, frozenset()) for i in range(L)]
+    levels = [depth(i, frozenset()) for i in fast]
     if any(lv is None for lv in levels):
-        obstacle = obstacle or "the state leaves feed each other in a cycle: no slow-manifold solver"
+        note("the state leaves feed each other in a cycle: no slow-manifold solver")
         sweeps = 1
     else:
         sweeps = max(levels or [1])
 
-    # step-count dependence: a limit must exist
-    u_late, _, _ = probe.run(fast0, g, theta, 2**20)
-    u_early, _, _ = probe.run(fast0, g, theta, 3)
-    if not _close(u_late, base_u, 1e-10):
-        obstacle = obstacle or ("the update depends on the step count without a limit as n -> infinity (a schedule "
-                                "that does not settle): no autonomous modified equation")
-    reads_count = not _close(u_early, base_u, 1e-13)
+    # step-count dependence: a limit must exist (counts that share no period: a periodic schedule differs)
+    def at_count(count):
+        leaves = [np.full(x.shape, count, x.dtype) if kinds[i] == "count" else x for i, x in enumerate(base)]
+        return probe.run(leaves, g, theta)[0]
 
-    # smoothness: piecewise constant in g (a sign) -> no expansion beyond order 1
-    # (at the initial state, where the gradient dominates the update: a sign flips with g)
-    rest = probe.state_template
+    u_inf = at_count(STATIONARY_COUNT)
+    if "count" in kinds:
+        for count in (STATIONARY_COUNT - 1, STATIONARY_COUNT - 997, 10**6 + 1):
+            if not _close(at_count(count), u_inf, 1e-10):
+                note("the update depends on the step count without a limit as n -> infinity (a schedule that does not "
+                     "settle, or a periodic one): no autonomous modified equation")
+                break
+    if np.max(np.abs(u_inf)) == 0.0:
+        note("the update vanishes as n -> infinity (a schedule decaying to 0): the modified equation of the limit is "
+             "theta' = 0")
+
+    # smoothness: piecewise constant in g (a sign) -> no expansion beyond order 1 (at the initial state, where the
+    # gradient dominates the update: a sign flips with g)
     tangent = rng.standard_normal(np.shape(g))
-    du = np.asarray(jax.jvp(lambda gg: probe.flat(probe.make(_PROBE_H).update(
-        probe.tree(gg), probe.state(rest, STATIONARY_COUNT), probe.tree(theta))[0]), (jnp.asarray(g),),
-        (jnp.asarray(tangent),))[1])
-    u_plus, _, _ = probe.run(rest, g, theta, STATIONARY_COUNT)
-    u_minus, _, _ = probe.run(rest, -g, theta, STATIONARY_COUNT)
+    state0 = jax.tree.unflatten(probe.treedef, [jnp.asarray(x).astype(dt) for x, dt in zip(init, probe.dtypes)])
+    du = np.asarray(jax.jvp(lambda gg: probe.flat(probe.make(_PROBE_H).update(probe.tree(gg), state0,
+                                                                              probe.tree(theta))[0]),
+                            (jnp.asarray(g),), (jnp.asarray(tangent),))[1])
+    u_plus, _ = probe.run(init, g, theta)
+    u_minus, _ = probe.run(init, -g, theta)
     piecewise_constant = np.max(np.abs(du)) == 0.0 and not _close(u_minus, u_plus, 1e-13)
-    if not obstacle and np.max(np.abs(base_u)) == 0.0:
-        obstacle = ("the update vanishes as n -> infinity (a schedule decaying to 0): the modified equation of the "
-                    "limit is theta' = 0")
-    return decays, sweeps, obstacle, reads_count, piecewise_constant
+    flags = tuple(sorted(flag_values.items()))
+    sme = None if obstacle else _sgd_type_factor(probe, kinds, fast, decays, base, other, (theta, g), (theta2, g2))
+    return (tuple(kinds), tuple(decays[i] for i in fast), sweeps, obstacle, piecewise_constant, flags,
+            tuple(h_consts), sme)
+
+
+def _sgd_type_factor(probe, kinds, fast, decays, base, other, point1, point2):
+    r"""$c$ when the transformation is SGD-type: GD ($u = -h\kappa g$) or one momentum buffer
+    $m \leftarrow a m + b g$ with $u = -h\kappa m_{new}$ (SGDM with any dampening, heavy-ball): its SME is the SGD SDE
+    with learning rate $c h$, $c = \kappa b/(1-a)$ (Wang et al., arXiv 2307.15196, Thm. 4.5). ``None`` otherwise."""
+    if len(fast) > 1 or any(k in ("const",) for k in kinds):
+        return None
+    kappas, bs = [], []
+    for leaves, (th, gg) in ((base, point1), (other, point2)):
+        u, new = probe.run(leaves, gg, th)
+        if not fast:
+            ref = gg
+        else:
+            i = fast[0]
+            if np.shape(new[i]) != np.shape(gg):
+                return None
+            src = (new[i].astype(np.float64) - decays[i] * leaves[i]) / gg
+            b = float(np.mean(src))
+            if not _close(src, np.full_like(src, b), 1e-9):
+                return None
+            bs.append(b)
+            ref = new[i].astype(np.float64)
+        kappa = -float(u @ ref) / (_PROBE_H * float(ref @ ref))
+        if not _close(u, -_PROBE_H * kappa * ref, 1e-9):
+            return None
+        kappas.append(kappa)
+    if not _close(kappas[0], kappas[1], 1e-9) or (bs and not _close(bs[0], bs[1], 1e-9)):
+        return None
+    if not fast:
+        return kappas[0]
+    return kappas[0] * bs[0] / (1.0 - decays[fast[0]])
+
+
+def _default_name(make) -> str:
+    name = getattr(make, "__name__", None)
+    if name is None and hasattr(make, "func"):  # functools.partial, e.g. optax.nadam = partial(adam, nesterov=True)
+        args = ", ".join(f"{k}={v!r}" for k, v in getattr(make, "keywords", {}).items())
+        name = f"{getattr(make.func, '__name__', 'optax')}({args})"
+    return "optax" if name in (None, "<lambda>", "optax") else f"optax:{name}"
 
 
 def from_optax(make: Callable, *, params: Any = None, name: Optional[str] = None, label: Optional[str] = None,
@@ -309,17 +412,17 @@ def from_optax(make: Callable, *, params: Any = None, name: Optional[str] = None
             (``optax.adam``, ``optax.rmsprop``: their first argument is the learning rate) or a function such as
             ``lambda h: optax.chain(optax.scale_by_rms(), optax.scale_by_trust_ratio(), optax.scale(-h))``. It is
             called inside traced code (``h`` may be a tracer: the Taylor coefficients in $h$ go through it).
-        params: an example parameter pytree, for transformations that act per leaf (trust ratios, per-layer norms):
-            ``theta`` is unflattened into it before ``tx.update``. ``None``: the transformation sees the flat
-            parameter vector.
+        params: an example parameter pytree, for transformations that act per leaf (trust ratios, per-layer norms,
+            masks): ``theta`` is unflattened into it before ``tx.update``. ``None``: the transformation sees the
+            flat parameter vector.
         name: a short name (default: the factory's name).
         label: the CLI spelling (``optax:EXPR`` or ``file.py:factory``), used by :meth:`cli_spec`.
         smooth: override the smoothness detection (``False`` refuses orders >= 2).
 
     Returns an :class:`OptaxOptimizer`: ``simulate``, ``modified_field``/``memoryless_map`` of any order, the slow
-    manifold start and ``compare`` accept it. Its fast variables, their decays and how they feed each other are found
-    by probing ``tx.update`` (module docstring); what prevents a reduction is reported by ``reduction_obstacle()``
-    (and raised by the builders), never guessed.
+    manifold start and ``compare`` accept it. Its state leaves, their decays and how they feed each other are found
+    by probing ``tx.update`` at two random points (module docstring); what prevents a reduction is reported by
+    ``reduction_obstacle()`` (and raised by the builders), never guessed.
     """
     if _is_transformation(make):
         raise TypeError(
@@ -354,51 +457,59 @@ def from_optax(make: Callable, *, params: Any = None, name: Optional[str] = None
             return t
 
     rng = np.random.default_rng(1)
-    theta = rng.standard_normal(d) + 0.5
-    g = rng.standard_normal(d) + 0.25
+    theta, theta2 = rng.standard_normal(d) + 0.5, rng.standard_normal(d) - 0.3
+    g, g2 = rng.standard_normal(d) + 0.25, rng.standard_normal(d) * 1.7 + 0.3
     try:
         state = tx.init(tree(theta))
     except Exception as exc:
-        raise ValueError(f"make: tx.init failed on a parameter vector: {type(exc).__name__}: {exc}") from None
+        raise ValueError(f"make: tx.init failed on a parameter vector of size {d}: {type(exc).__name__}: {exc}"
+                         + ("" if params is not None else " (a transformation that needs the parameter pytree: pass "
+                            "params=)")) from None
     leaves, treedef = jax.tree.flatten(state)
     names = _path_names(state)
-    fast_index, count_index, count_dtypes = [], [], []
+    dtypes = []
     for i, leaf in enumerate(leaves):
         dtype = jnp.asarray(leaf).dtype
-        if jnp.issubdtype(dtype, jnp.integer):
-            count_index.append(i)
-            count_dtypes.append(dtype)
-        elif jnp.issubdtype(dtype, jnp.floating):
-            fast_index.append(i)
-        else:
-            raise TypeError(f"make: state leaf {names[i]} has dtype {dtype}: only float and integer leaves are supported")
-    probe = _Probe(make, tree, flat, treedef, tuple(fast_index), tuple(count_index), tuple(count_dtypes))
-    probe.state_template = [np.asarray(leaves[i], np.float64) for i in fast_index]
+        if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating) or dtype == jnp.bool_):
+            raise TypeError(f"make: state leaf {names[i]} has dtype {dtype}: only float, integer and boolean leaves "
+                            "are supported")
+        dtypes.append(dtype)
+    probe = _Probe(make, tree, flat, treedef, tuple(dtypes))
+    def first_updates(h):  # four updates from tx.init at fixed (g, theta): warm-ups and accumulations start at 0
+        leaves, total = probe.init(theta, h), 0.0
+        for _ in range(4):
+            u, leaves = probe.run(leaves, g, theta, h)
+            total = total + u
+        return total
+
     try:
-        same = all(_close(probe.run(probe.state_template, g, theta, count, h=_PROBE_H)[0],
-                          probe.run(probe.state_template, g, theta, count, h=2 * _PROBE_H)[0], 1e-13)
-                   for count in (1, STATIONARY_COUNT))
+        same = _close(first_updates(_PROBE_H), first_updates(2 * _PROBE_H), 1e-13)
     except Exception as exc:
         raise ValueError(f"make: tx.update failed on a probe: {type(exc).__name__}: {exc}") from None
     if same:
-        raise ValueError("make: make(h) ignores h (the updates at h = 1e-3 and 2e-3 are equal): it must build the "
-                         "transformation with step size h")
-    decays, sweeps, obstacle, reads_count, piecewise_constant = _analyse(probe, theta, g, names)
+        raise ValueError("make: make(h) ignores h (the first four updates at h = 1e-3 and 2e-3 are equal): it must build "
+                         "the transformation with step size h")
+    try:  # modeq calls make with a traced h (inside jit, and for the Taylor coefficients in h)
+        jax.jit(lambda hh: probe.flat(make(hh).update(tree(jnp.asarray(g)), make(hh).init(tree(jnp.asarray(theta))),
+                                                      tree(jnp.asarray(theta)))[0]))(jnp.asarray(_PROBE_H))
+    except Exception as exc:
+        raise ValueError(f"make: make(h) must accept h as a JAX array (modeq traces it); it failed with "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (build schedules with "
+                         "jnp operations, not Python if/float())") from None
+    try:
+        kinds, decays, sweeps, obstacle, piecewise_constant, flags, h_consts, sme = _analyse(probe, theta, g, names, theta2, g2)
+    except Exception as exc:
+        raise ValueError(f"make: probing tx.update failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     from ._spec import MomentumVariable
 
-    momenta = tuple(MomentumVariable(names[i] or f"s{k}", None, float(a)) for k, (i, a) in
-                    enumerate(zip(fast_index, decays)))
+    momenta = tuple(MomentumVariable(names[i] or f"s{i}", None, 0.0) for i in range(len(kinds)))
     is_smooth = (not piecewise_constant) if smooth is None else bool(smooth)
     reason = "" if is_smooth else ("the update is piecewise constant in the gradient (a sign): no smooth expansion "
                                    "beyond order 1" if smooth is None else "declared non-smooth (smooth=False)")
-    if name is None:
-        base = getattr(make, "__name__", getattr(getattr(make, "func", None), "__name__", "optax"))
-        base = "optax" if base in ("<lambda>", "optax") else f"optax:{base}"
-    else:
-        base = str(name)
+    base = _default_name(make) if name is None else str(name)
     return OptaxOptimizer(
-        name=base, hyper={}, momenta=momenta, direction_fn=None, bias_correction=reads_count,
-        smooth=is_smooth, smooth_reason=reason, make=make, label=label or base, treedef=treedef,
-        fast_index=tuple(fast_index), count_index=tuple(count_index), count_dtypes=tuple(count_dtypes),
-        decays=tuple(float(a) for a in decays), depth=int(sweeps), obstacle=obstacle, structure=structure,
+        name=base, hyper={}, momenta=momenta, direction_fn=None, bias_correction="count" in kinds,
+        smooth=is_smooth, smooth_reason=reason, make=make, label=label or base, treedef=treedef, kinds=kinds,
+        dtypes=tuple(dtypes), decays=tuple(float(a) for a in decays), depth=int(sweeps), obstacle=obstacle,
+        structure=structure, flags=flags, h_consts=h_consts, sme_factor=sme,
     )

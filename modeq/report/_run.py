@@ -136,8 +136,8 @@ def run_report(
     T = float(T) if T is not None else default_T(optimizer)
     if not T > 0:
         raise ValueError(f"T must be > 0, got {T}")
-    if init not in ("manifold", "rest"):
-        raise ValueError(f"init must be 'manifold' or 'rest', got {init!r}")
+    if init not in ("manifold", "rest", "shadow"):
+        raise ValueError(f"init must be 'manifold', 'rest' or 'shadow', got {init!r}")
     flows = list(flows) if flows else default_flows(optimizer)
     specs = [parse_flow(f) for f in flows]
     h_big = hs[0]
@@ -195,11 +195,18 @@ def run_report(
     # 3. implicit regularizer (as `modeq regularizer`)
     reg = Section("regularizer")
     start = time.perf_counter()
-    try:
-        reg.result = regularizer_report(optimizer, problem.loss, problem.theta0, h=rh, steps=regularizer_steps,
-                                        form=form)
-    except (_SECTION_ERRORS + (NotImplementedError,)) as exc:
-        reg.error = _first_line(exc)
+    if not optimizer.has_momentum_form:
+        reg.skipped = (
+            f"skipped: the closed-form modified losses are written for the catalog's optimizers; {optimizer.name} is "
+            "given by its state dynamics: use modeq.regularizers.implicit_regularizer (numerical, exists for linear "
+            "filters of past gradients) or the modified field (docs/builders/from_optax.md)."
+        )
+    else:
+        try:
+            reg.result = regularizer_report(optimizer, problem.loss, problem.theta0, h=rh, steps=regularizer_steps,
+                                            form=form)
+        except (_SECTION_ERRORS + (NotImplementedError,)) as exc:
+            reg.error = _first_line(exc)
     reg.seconds = time.perf_counter() - start
     tick("done")
 

@@ -37,6 +37,14 @@ _ATOL = 1e-14
 # Phi: the limit of gradient flow
 
 
+def _short(x) -> str:
+    """A vector for a message: in full up to 8 entries, else its size, norm and first entries."""
+    a = np.ravel(np.asarray(x))
+    if a.size <= 8:
+        return str(a.tolist())
+    return f"[{', '.join(f'{v:.4g}' for v in a[:4])}, ...] (size {a.size}, norm {np.linalg.norm(a):.4g})"
+
+
 def _gf_term(t, y, loss):
     return -jax.grad(loss)(y)
 
@@ -67,7 +75,7 @@ def phi(loss: Callable, x, *, t_max: float = 200.0, gtol: float = 1e-8, rtol: fl
             raise ValueError(f"x: gradient flow from x = {np.asarray(x).tolist()} does not converge (solver failed "
                              f"or blew up before t = {t_max:g})")
         if not g <= gtol:
-            raise ValueError(f"x: gradient flow from x = {np.asarray(x).tolist()} is not attracted to a minimizer: "
+            raise ValueError(f"x: gradient flow from x = {_short(x)} is not attracted to a minimizer: "
                              f"|grad L| = {g:.3g} > gtol = {gtol:g} at t = {t_max:g}")
         w = np.linalg.eigvalsh(np.asarray(jax.hessian(loss)(y)))
         if w[0] < -1e-6 * max(1.0, abs(w[-1])):

@@ -10,6 +10,7 @@ from ._manifold import (
     slow_manifold,
 )
 from ._start import StartResult, exact_quadratic_momenta, quadratic_model, slow_manifold_start
+from ._shadow import ShadowStart, boundary_layer, lambert_lag, leading_shift, pull_back, shadow_start
 from ._taylor import evaluate_polynomial, taylor_coefficients
 from ._trees import (
     LEAF,

@@ -127,13 +127,18 @@ def flow_study(
     ``T`` :func:`default_horizon`. Everything is validated before any computation (flow names, step sizes, horizon,
     ``init``). ``progress(label, done, total)`` is called after each step size; ``on_update(study)`` after each step
     size with the partial study (so a front end can save what is finished if it is interrupted).
+
+    ``init``: ``"manifold"`` (momenta on the slow manifold, bias correction off), ``"rest"`` (zero momenta, the
+    optimizer's own bias correction, compared after a burn-in) or ``"shadow"`` (zero momenta with bias correction,
+    the flow from the shadow start :func:`modeq.series.shadow_start`; the verdict on the window after the burn-in, the
+    whole-run error recorded too; docs/theory/bias_correction.md); see :func:`modeq.compare.compare_flow`.
     """
     loss, theta0, _ = flatten_loss(loss, theta0)  # a loss on a pytree: studied on the flat vector, as simulate
     theta0 = jnp.asarray(theta0, jnp.float64)
     flows = [f.strip() for f in (flows or default_flows(optimizer)) if f.strip()]
     specs = [parse_flow(f) for f in flows]
-    if init not in ("manifold", "rest"):
-        raise ValueError(f"init must be 'manifold' or 'rest', got {init!r}")
+    if init not in ("manifold", "rest", "shadow"):
+        raise ValueError(f"init must be 'manifold', 'rest' or 'shadow', got {init!r}")
     if truncation not in ("direct", "taylor"):
         raise ValueError(f"truncation must be 'direct' or 'taylor', got {truncation!r}")
     T = float(T) if T is not None else default_horizon(optimizer)

@@ -54,6 +54,7 @@ from ..sde._weak import (
 from ._verdict import (
     CONSISTENT,
     DIVERGED,
+    MC_TOO_LARGE,
     NOT_CONSISTENT,
     Verdict,
     check_sweep,
@@ -428,7 +429,7 @@ def manifold_dimension(loss: Callable, y, *, rank_tol: float = 1e-6, name: Optio
 
 
 def _lower_bound_verdict(expected: float, fit, *, resolved, diverged: bool, slack: float = 0.1,
-                         tolerance: float = 0.2) -> Verdict:
+                         tolerance: float = 0.2, max_width: float = 1.0) -> Verdict:
     """``order_verdict`` for diverged / unresolved runs; otherwise "consistent" unless the fitted order (its 95%
     interval, widened by ``slack``; with two learning rates the order itself, within ``tolerance``) lies below the
     guaranteed rate ``expected``."""
@@ -440,6 +441,10 @@ def _lower_bound_verdict(expected: float, fit, *, resolved, diverged: bool, slac
         why = f"two step sizes, no interval: fitted {v.measured:.3g} {'>=' if ok else '<'} {expected:g} - {tolerance:g}"
     else:
         lo, hi = v.interval
+        if hi - lo > max_width:  # a one-sided check passes any wide interval: say that it proves nothing
+            return Verdict(expected, v.measured, v.interval, MC_TOO_LARGE,
+                           f"the 95% interval [{lo:.3g}, {hi:.3g}] is wider than {max_width:g}: the Monte Carlo error "
+                           "is too large to tell whether the error vanishes at the guaranteed rate (use more paths)")
         ok = hi + slack >= expected
         why = (f"the error vanishes {'at least' if ok else 'slower than'} eta^{expected:g}: 95% interval "
                f"[{lo:.3f}, {hi:.3f}] (+- {slack:g})")
