@@ -25,8 +25,8 @@ The size of the shift decides the best accuracy over the *whole* run (docs/theor
 * Adam / AdamW (and RMSProp) **with** bias correction: a constant gradient gives $\hat m = g$, $\hat v = g^2$
   exactly, so the start-up deficit is only the lag mismatch and the shift is $O(h^2)$, with leading term
   (:func:`leading_shift`)
-  $$ \tilde\theta_0 - \theta_0 = h^2\Big[\Lambda(\beta_1)\,\partial_m D\,(H D) + 2\Lambda(\beta_2)\,\partial_v D\,
-     (g \odot H D)\Big] + O(h^3), \qquad \Lambda(\beta) = \sum_{k\ge1}\frac{k\beta^k}{1-\beta^k}; $$
+  $\tilde\theta_0 - \theta_0 = h^2\big[\Lambda(\beta_1)\,\partial_m D\,(H D) + 2\Lambda(\beta_2)\,\partial_v D\,
+  (g \odot H D)\big] + O(h^3)$ with $\Lambda(\beta) = \sum_{k\ge1} k\beta^k/(1-\beta^k)$;
 * NAdam with optax's bias correction: the numerator $\beta_1\hat m_{n+1}/(1-\beta_1^{n+2}) +
   (1-\beta_1) g/(1-\beta_1^{n+1})$ exceeds $g$ for constant $g$ by
   $(1-\beta_1)[\varphi(n+1) - \varphi(n+2)]$, $\varphi(k) = \beta_1^k/(1-\beta_1^k)$, which telescopes to
