@@ -65,15 +65,7 @@ def build_optimizer(name: str, params: dict, *, default_h: float | None = None):
     if key not in OPTIMIZERS:
         raise ValueError(f"optimizer: unknown {name!r}; valid: {', '.join(sorted(OPTIMIZERS))}")
     params = dict(params)
-    given = [alias for alias in STEP_SIZE_NAMES if alias in params]
-    if len(given) > 1:
-        raise ValueError(f"param: {given[0]!r} and {given[1]!r} both set the step size; give one of them")
-    if given and default_h is None:
-        raise ValueError(
-            f"param: {given[0]!r} is not a hyperparameter here: this command takes its step sizes from --h "
-            f"(or --eta); remove --param {given[0]}"
-        )
-    h = params.pop(given[0]) if given else default_h
+    h = _step_size(params, default_h)
     ctor = OPTIMIZERS[key]
     sig = inspect.signature(ctor)
     accepts_kwargs = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
@@ -88,6 +80,8 @@ def build_optimizer(name: str, params: dict, *, default_h: float | None = None):
 
 
 def _step_size(params: dict, default_h):
+    """Pop the step size (``h`` or an alias) from ``params``; two aliases, or one where the command takes its step
+    sizes elsewhere (``default_h=None``), are errors naming them."""
     given = [alias for alias in STEP_SIZE_NAMES if alias in params]
     if len(given) > 1:
         raise ValueError(f"param: {given[0]!r} and {given[1]!r} both set the step size; give one of them")
