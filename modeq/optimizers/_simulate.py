@@ -175,7 +175,8 @@ def simulate(
             oracles; free for full batch).
         save_every: keep every ``save_every``-th state only (``theta[j]`` is $\theta_{jk}$, ``Trajectory.steps``
             gives the indices); must divide ``steps``. ``save_every=steps`` keeps the first and last states only:
-            memory O(d) instead of O(N d) for long runs (slow-SDE horizons of $T/\eta^2$ steps).
+            memory O(d) instead of O(N d) for long runs (slow-SDE horizons of $T/\eta^2$ steps); reverse-mode
+            differentiation (``jax.grad``) through a run with ``save_every > 1`` is not supported (docs/speed.md).
 
     Returns a :class:`Trajectory`. Pure and jit-/vmap-friendly (vmap over keys, ``theta0`` or ``optimizer`` to run
     ensembles or hyperparameter sweeps). Outside a transformation a :class:`DivergenceWarning` is emitted if the run
