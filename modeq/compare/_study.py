@@ -44,6 +44,7 @@ from ..flows._principal import principal_flow, principal_flow_third, principal_f
 from ..optimizers._simulate import DivergenceWarning, Trajectory, simulate
 from ..optimizers._spec import Optimizer
 from ..series._manifold import manifold_point
+from ..series._shadow import default_burn_in  # noqa: F401  (re-exported by modeq.compare)
 from ..solve._ode import SolveError, solve_on_grid
 from .._verdict import REGIME_LIMIT, Verdict, check_sweep, finite_or_none, order_verdict
 from ._fit import fit_order_corrected
@@ -217,14 +218,6 @@ def _start_momenta(optimizer, loss, theta0, h, init, order):
             "use smaller step sizes, a smaller beta, or --init rest"
         )
     return m0, "fixed point"
-
-
-def default_burn_in(optimizer: Optimizer, h: float, order: int) -> int:
-    r"""Smallest $n_0$ with $\beta^{n_0} \le 10^{-2} h^{R+1}$ ($\beta$ the slowest momentum decay)."""
-    beta = optimizer.slowest_decay()
-    if beta == 0.0:
-        return 0
-    return int(math.ceil(math.log(1e-2 * h ** (order + 1)) / math.log(beta)))
 
 
 def build_flow(spec: FlowSpec, optimizer, loss, h, truncation: str):

@@ -15,7 +15,7 @@ $\tilde\theta_0 - \theta_0$ for ever.
 
 :func:`shadow_start` computes $\tilde\theta_0$ generically, for any optimizer that ``simulate`` can run from rest
 (catalog or :func:`modeq.optimizers.from_optax`): run $n_b$ true steps from rest, with $\beta^{n_b} \le 10^{-2}
-h^{R+1}$ (:func:`modeq.compare.default_burn_in`), then integrate the order-$R$ modified field backward in time by
+h^{R+1}$ (:func:`default_burn_in`), then integrate the order-$R$ modified field backward in time by
 $n_b h$ from $\theta_{n_b}$. The pull-back time $n_bh = O(h\log(1/h))$ is short, so the error of $\tilde\theta_0$ is
 $O(h^{R+1}\log(1/h)) + O(\beta^{n_b})$ (measured against the exact answer for heavy-ball on a quadratic: slopes
 2.9, 3.9, 4.9 for $R = 2, 3, 4$).
@@ -110,6 +110,16 @@ def pull_back(field, theta, h: float, steps: int, *, rtol: float = 1e-12) -> jax
     return jnp.asarray(sol.ys[-1])
 
 
+def default_burn_in(optimizer: Optimizer, h: float, order: int) -> int:
+    r"""Smallest $n_0$ with $\beta^{n_0} \le 10^{-2} h^{R+1}$ ($\beta$ the slowest momentum decay): after $n_0$ steps
+    from rest the fast variables are within $O(h^{R+1})$ of the slow manifold (also ``modeq.compare.default_burn_in``,
+    the burn-in of ``compare_flow(init="rest")``)."""
+    beta = optimizer.slowest_decay()
+    if beta == 0.0:
+        return 0
+    return int(math.ceil(math.log(1e-2 * h ** (order + 1)) / math.log(beta)))
+
+
 def shadow_start(
     optimizer: Optimizer,
     loss: Callable,
@@ -129,7 +139,7 @@ def shadow_start(
     :func:`modeq.optimizers.simulate` from rest (``m0="zero"``: the optimizer's own zero state and its own
     step-count dependence, bias correction included), then the order-$R$ modified field
     (:func:`modeq.flows.modified_field`, the stationary regime) integrated backward by $n_b h$. Default $n_b$:
-    :func:`modeq.compare.default_burn_in` ($\beta^{n_b} \le 10^{-2}h^{R+1}$, $\beta$ the slowest decay); an
+    :func:`default_burn_in` ($\beta^{n_b} \le 10^{-2}h^{R+1}$, $\beta$ the slowest decay); an
     optimizer without fast variables has $n_b = 0$ and $\tilde\theta_0 = \theta_0$ exactly.
 
     Validity: the stable-fibre (asymptotic-phase) base point of the start in the extended system with
@@ -156,9 +166,6 @@ def shadow_start(
     Raises :class:`~modeq.DivergenceError` when the run from rest diverges within $n_b$ steps and
     :class:`~modeq.solve.SolveError` when the backward solve fails.
     """
-    # compare sits above series: imported on use, no cycle
-    from ..compare._study import default_burn_in
-
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a modeq.optimizers.Optimizer, got {type(optimizer).__name__}")
     check_positive("h", h)
