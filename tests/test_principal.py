@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import sympy as sp
+from _quadratic import spd_quadratic
 
 import modeq.compare  # noqa: F401  (the registry must be filled whatever the import order)
 from modeq.compare import FLOW_BUILDERS, AccuracyWarning, compare_flow
@@ -370,16 +371,6 @@ def test_bad_inputs_raise_value_errors_naming_the_parameter():
 # ---------------------------------------------------------------------------------------------------------------------
 # The principal-flow study, compare's principal values and the command (issue 11: exact wherever it is claimed)
 # ---------------------------------------------------------------------------------------------------------------------
-def _spd_quadratic(eigenvalues, seed=3):
-    """L = 1/2 t.A t - b.t, A = Q diag(eigenvalues) Q^T: (loss, A, b)."""
-    d = len(eigenvalues)
-    q = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))[0]
-    a = q @ np.diag(eigenvalues) @ q.T
-    b = np.random.default_rng(seed + 1).standard_normal(d)
-    aj, bj = jnp.asarray(a), jnp.asarray(b)
-    return (lambda t: 0.5 * t @ (aj @ t) - bj @ t), a, b
-
-
 def _closed_form_iterates(a, b, theta0, h, beta, steps):
     """theta* + Re(r_*^n) (theta0 - theta*) per eigen-direction: GD (beta = 0, r = 1 - h lambda) and heavy-ball started on
     its slow manifold (r_* the dominant root of r^2 - (1 + beta - h lambda) r + beta, NumPy)."""
@@ -407,7 +398,7 @@ def _closed_form_iterates(a, b, theta0, h, beta, steps):
 def test_principal_flow_study_is_exact_on_quadratics(optimizer, eigenvalues, h, T):
     from modeq.studies import principal_flow_study
 
-    loss, a, b = _spd_quadratic(eigenvalues)
+    loss, a, b = spd_quadratic(eigenvalues)
     theta0 = np.array([1.0, -2.0, 0.5, 0.7, -0.4][: len(eigenvalues)])
     study = principal_flow_study(optimizer, loss, theta0, h=h, T=T)
     assert study.quadratic and study.verdict.verdict == "consistent"
@@ -437,7 +428,7 @@ def test_principal_flow_study_on_a_non_quadratic_loss_says_what_the_flow_is():
 def test_principal_flow_values_for_compare_are_exact_beyond_h_lambda_one(h):
     from modeq.flows import principal_flow_values
 
-    loss, a, b = _spd_quadratic([0.5, 1.0, 2.0, 4.0], seed=5)
+    loss, a, b = spd_quadratic([0.5, 1.0, 2.0, 4.0], seed=5)
     theta0 = np.array([1.0, 0.5, -0.3, 0.8])
     steps = int(round(2.7 / h))
     values, floor = principal_flow_values(gd(), loss, theta0, h, steps, pad_to=10)

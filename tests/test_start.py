@@ -14,21 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _quadratic import spd_quadratic
+
 from modeq._errors import RegimeError
 from modeq.optimizers import adam, gd, heavy_ball, heavy_ball_two_step, simulate
 from modeq.problems import product
 from modeq.series import slow_manifold_start
 from modeq.series._start import _past_orbit_start, quadratic_model
-
-
-def _quadratic(eigenvalues, seed=3):
-    """L = 1/2 t.A t - b.t with A = Q diag(eigenvalues) Q^T: (loss, A, b)."""
-    d = len(eigenvalues)
-    q = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))[0]
-    a = q @ np.diag(eigenvalues) @ q.T
-    b = np.random.default_rng(seed + 1).standard_normal(d)
-    aj, bj = jnp.asarray(a), jnp.asarray(b)
-    return (lambda t: 0.5 * t @ (aj @ t) - bj @ t), a, b
 
 
 def _dominant_roots(lam, h, beta):
@@ -50,7 +42,7 @@ def _dominant_roots(lam, h, beta):
     ],
 )
 def test_exact_start_on_quadratics_gives_closed_form_iterates(eigenvalues, beta, h):
-    loss, a, b = _quadratic(eigenvalues)
+    loss, a, b = spd_quadratic(eigenvalues)
     theta0 = np.array([1.0, -2.0, 0.5, 0.7, -0.4][: len(eigenvalues)])
     start = slow_manifold_start(heavy_ball(beta), loss, theta0, h)
     assert start.method == "exact quadratic" and start.residual < 1e-12
@@ -71,7 +63,7 @@ def test_exact_start_on_quadratics_gives_closed_form_iterates(eigenvalues, beta,
 
 
 def test_no_momenta_and_no_reduction():
-    loss, _, _ = _quadratic([1.0, 2.0])
+    loss, _, _ = spd_quadratic([1.0, 2.0])
     start = slow_manifold_start(gd(), loss, np.ones(2), 0.1)
     assert start.method == "none" and start.momenta == ()
     with pytest.raises(RegimeError, match="no slow-manifold reduction"):
@@ -81,14 +73,14 @@ def test_no_momenta_and_no_reduction():
 
 
 def test_quadratic_detection():
-    loss, _, _ = _quadratic([1.0, 2.0])
+    loss, _, _ = spd_quadratic([1.0, 2.0])
     assert quadratic_model(loss, jnp.ones(2)) is not None
     assert quadratic_model(product().loss, product().theta0) is None
     assert quadratic_model(lambda t: 0.5 * t @ t + 1e-3 * t[0] ** 4, jnp.ones(2)) is None
 
 
 def test_exact_start_equals_converged_fixed_point_in_the_real_regime():
-    loss, _, _ = _quadratic([0.3, 1.1, 2.5])
+    loss, _, _ = spd_quadratic([0.3, 1.1, 2.5])
     theta0 = jnp.array([1.0, -2.0, 0.5])
     h, beta = 0.01, 0.6  # h lambda_max / (1 - beta)^2 = 0.16, every direction real
     exact = slow_manifold_start(heavy_ball(beta), loss, theta0, h)
