@@ -358,3 +358,30 @@ def test_sme_factor_only_for_sgd_type_transformations(make, expected):
         assert got is None
     else:
         assert got is not None and abs(got - expected) <= 1e-12 * expected
+
+
+def test_errors_at_the_solver_floor_are_left_out_of_the_fit():
+    """The custom transformation's modified:3 on the coupled loss reaches the solver's floor (1.7e-13 vs 1.4e-13) at
+    the finest default step size: that step size is left out of the fit (and said so), so a correct flow is judged on
+    the resolved errors; with all four the verdict's fit (the corrected one) says "not consistent": the finest point measures rounding."""
+    from modeq.compare._fit import fit_order_corrected
+    from modeq.studies import order_verdict
+
+    opt = from_optax(_DecayedNormalized.make)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = flow_study(opt, loss_b, jnp.asarray([0.6, -0.4, 0.9]), ["modified:3"], T=0.1)
+    res = study.results[0]
+    dropped = [w for w in res.warnings if "left out of the fit" in w]
+    assert dropped and f"h = {study.hs[-1]:g}" in dropped[0], res.warnings
+    assert res.verdict.verdict == "consistent" and abs(res.verdict.measured - 3) <= 0.2
+    everything = order_verdict(3, fit_order_corrected(study.hs, res.max_error))  # the fit used with 4 step sizes
+    assert everything.verdict == "not consistent", everything
+
+
+def test_momentum_form_builders_refuse_optax_optimizers_by_name():
+    """memory_correction needs the momentum-variable form: refused with the builder that gives the same h^2 term."""
+    from modeq.series import memory_correction
+
+    with pytest.raises(RegimeError, match=r"modified_field\(\.\.\., order=2\)"):
+        memory_correction(from_optax(lambda h: optax.sgd(h, momentum=0.9)), loss3, h=1e-3)
