@@ -224,7 +224,10 @@ def _analyse(probe: _Probe, theta, g, names, theta2, g2):
         nonlocal obstacle
         obstacle = obstacle or text
 
-    def point(th, count):
+    def x_shape(i):
+        return np.shape(init[i])
+
+    def point(count):  # a random state: float leaves in (0.5, 1.5), integer leaves at `count`
         leaves = [x.copy() for x in init]
         for i in floats:
             leaves[i] = rng.uniform(0.5, 1.5, size=x_shape(i)).astype(init[i].dtype)
@@ -233,14 +236,11 @@ def _analyse(probe: _Probe, theta, g, names, theta2, g2):
                 leaves[i] = np.full(x.shape, count, x.dtype)
         return leaves
 
-    def x_shape(i):
-        return np.shape(init[i])
-
     # kinds: discrete leaves (counters, flags), constants, fast leaves
     kinds, flag_values, h_consts = [], {}, []
-    base = point(theta, 5)
+    base = point(5)
     _, out = probe.run(base, g, theta)
-    other = point(theta2, 5)  # a second probe: another theta, gradient and state
+    other = point(5)  # a second probe: another theta, gradient and state
     _, out2 = probe.run(other, g2, theta2)
     _, out_init = probe.run(init, g, theta)
     for i, x in enumerate(init):
@@ -508,6 +508,8 @@ def from_optax(make: Callable, *, params: Any = None, name: Optional[str] = None
                                    "beyond order 1" if smooth is None else "declared non-smooth (smooth=False)")
     base = _default_name(make) if name is None else str(name)
     return OptaxOptimizer(
+        # bias_correction: "reads a step count" (informational here: the counters are carried in the state, and held
+        # at 2^30 only in the stationary steps n = None of the modified equations)
         name=base, hyper={}, momenta=momenta, direction_fn=None, bias_correction="count" in kinds,
         smooth=is_smooth, smooth_reason=reason, make=make, label=label or base, treedef=treedef, kinds=kinds,
         dtypes=tuple(dtypes), decays=tuple(float(a) for a in decays), depth=int(sweeps), obstacle=obstacle,
