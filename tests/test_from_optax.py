@@ -271,8 +271,10 @@ def test_cli_compare_with_an_optax_expression_and_a_user_file(tmp_path):
                "--loss", "product", "--flow", "modified:1,modified:2", "--json", str(out))
     assert r.returncode == 0, r.stderr
     data = json.loads(out.read_text())
-    verdicts = [f["verdict"]["verdict"] for f in data["flows"]] if "flows" in data else None
-    assert verdicts is None or all(v == "consistent" for v in verdicts), data
+    verdicts = [f["verdict"]["verdict"] for f in data["results"]]
+    assert [f["flow"] for f in data["results"]] == ["modified:1", "modified:2"]
+    assert verdicts == ["consistent", "consistent"], data
+    assert data["optimizer_cli"].startswith("--optimizer 'optax:chain(")
     assert "consistent" in r.stdout and "optax:chain" in r.stdout
     user = tmp_path / "myopt.py"
     user.write_text("import optax\n\ndef make(h, decay=0.5):\n"
