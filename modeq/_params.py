@@ -103,6 +103,10 @@ def _optax_optimizer(spec: str, params: dict, default_h):
     from .optimizers._optax import from_optax
 
     h = _step_size(params, default_h)
+    text = [k for k, v in params.items() if isinstance(v, str)]
+    if text:
+        raise ValueError(f"param: {text[0]}={params[text[0]]!r} is not a number or true/false (the hyperparameters of "
+                         f"an optax optimizer given with --param must be)")
     prefix, _, rest = spec.partition(":")
     if prefix.lower() == "optax":
         try:

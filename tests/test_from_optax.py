@@ -387,3 +387,18 @@ def test_momentum_form_builders_refuse_optax_optimizers_by_name():
 
     with pytest.raises(RegimeError, match=r"modified_field\(\.\.\., order=2\)"):
         memory_correction(from_optax(lambda h: optax.sgd(h, momentum=0.9)), loss3, h=1e-3)
+
+
+def test_params_structure_mismatch_is_named():
+    opt = from_optax(lambda h: optax.sgd(h, momentum=0.5), params={"w": jnp.ones(3)})
+    with pytest.raises(ValueError, match="params: .* 3 entries"):
+        simulate(opt, loss3, {"w": jnp.ones(2), "b": jnp.ones(2)}, 3, h=0.1)
+
+
+def test_optax_hyperparameters_from_the_cli_must_be_numbers():
+    from modeq._params import build_optimizer
+
+    with pytest.raises(ValueError, match="param: momentum='abc' is not a number"):
+        build_optimizer("optax:sgd", {"momentum": "abc"}, default_h=0.1)
+    opt, h = build_optimizer("optax:sgd", {"momentum": 0.9, "h": 0.01}, default_h=0.1)
+    assert h == 0.01 and abs(opt.sme_lr_factor() - 10.0) < 1e-12

@@ -80,7 +80,12 @@ class OptaxOptimizer(Optimizer):
     # --- the optax state <-> modeq momenta ------------------------------------------------------------------------
 
     def _tree(self, theta):
-        return theta if self.structure is None else self.structure[0](theta)
+        if self.structure is None:
+            return theta
+        if jnp.shape(theta) != (self.structure[1],):  # shapes are static: checked while tracing too
+            raise ValueError(f"params: from_optax was given an example pytree of {self.structure[1]} entries, but the "
+                             f"parameters have shape {jnp.shape(theta)}: pass params= with the structure of theta0")
+        return self.structure[0](theta)
 
     def _flat(self, tree):
         return tree if self.structure is None else ravel_pytree(tree)[0]
