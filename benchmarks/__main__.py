@@ -52,7 +52,7 @@ BENCHMARKS = {
     ),
     "cli": (
         "`modeq compare` (the main job) vs the same study written by hand, cold processes and warm cache",
-        ["--grids", "default,regime"],
+        ["--grids", "default,regime", "--repeat", "2"],
         ["--grids", "default", "--no-taylor-check"],
     ),
     "optax": (

@@ -14,7 +14,9 @@ again (most of a small study's time is compilation):
   (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config.update("jax_compilation_cache_dir", ...)`` before importing modeq)
   is kept, and so is ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``;
 * programs that took at least :data:`MIN_COMPILE_TIME_S` to compile are written (JAX's default, 1 s, would skip
-  most of a study's programs).
+  most of a study's programs);
+* beside it, in ``modeq-exported/``, the traced diffrax solves of the studies (:mod:`modeq.solve._exported`), so that
+  a later process skips tracing them too.
 
 Parallel processes (pytest-xdist workers) may share the directory: JAX writes each entry once under a content hash,
 and an entry read while another process is still writing it fails to decompress, which JAX reports as a warning and
@@ -28,7 +30,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 #: programs that compile faster than this are not written to the persistent cache (JAX's default is 1 s).
-MIN_COMPILE_TIME_S = 0.2
+MIN_COMPILE_TIME_S = 0.03
 
 
 def _truthy(value: str | None) -> bool:

@@ -160,6 +160,22 @@ def test_new_step_size_does_not_recompile():
     assert _compilations(lambda: solve_on_grid(field, problem.theta0, 0.005, 40, pad_to=40)) == []
 
 
+def test_pytree_and_numpy_starts_do_not_recompile():
+    """A pytree or NumPy ``theta0`` reuses the compiled run at the next call (issue 16: it was retraced every call)."""
+    from modeq.optimizers import OPTIMIZERS, simulate
+    from modeq.problems import product
+
+    problem, opt = product(), OPTIMIZERS["adam"]()
+    tree0 = {"x": problem.theta0[:1], "y": problem.theta0[1:]}
+
+    def tree_loss(t):
+        return problem.loss(jnp.concatenate([t["x"], t["y"]]))
+
+    for theta0, loss in ((tree0, tree_loss), (np.asarray(problem.theta0), problem.loss)):
+        simulate(opt, loss, theta0, 20, h=0.01)
+        assert _compilations(lambda: simulate(opt, loss, theta0, 20, h=0.02).theta.block_until_ready()) == []
+
+
 def test_solves_have_no_host_callbacks():
     """JAX refuses to write programs with host callbacks to its persistent cache ("uses host callbacks")."""
     from modeq.solve._ode import _solve_dense, _without_host_callbacks

@@ -7,12 +7,13 @@ from ._study import (
     FlowResult,
     FlowSpec,
     compare_flow,
+    compare_flows,
     default_burn_in,
     expansion_parameter,
     parse_flow,
 )
 
 __all__ = [
-    "OrderFit", "fit_order", "compare_flow", "FlowResult", "FlowSpec", "parse_flow", "FLOW_BUILDERS",
+    "OrderFit", "fit_order", "compare_flow", "compare_flows", "FlowResult", "FlowSpec", "parse_flow", "FLOW_BUILDERS",
     "AccuracyWarning", "default_burn_in", "expansion_parameter",
 ]

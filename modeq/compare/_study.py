@@ -45,7 +45,7 @@ from ..optimizers._simulate import DivergenceWarning, Trajectory, simulate
 from ..optimizers._spec import Optimizer
 from ..series._manifold import manifold_point
 from ..series._shadow import default_burn_in  # noqa: F401  (re-exported by modeq.compare)
-from ..solve._ode import SolveError, solve_on_grid
+from ..solve._ode import SolveError, solve_on_grid, solve_on_grid_stacked
 from .._verdict import REGIME_LIMIT, Verdict, check_sweep, finite_or_none, order_verdict
 from ._fit import fit_order_corrected
 from ._order import OrderFit, fit_order
@@ -370,13 +370,54 @@ def compare_flow(
     :mod:`modeq.flows`). ``on_step_size(result_so_far)`` is called after each step size (for partial results).
     """
     spec = parse_flow(flow) if isinstance(flow, str) else flow
+
+    def one(results):
+        if on_step_size is not None:
+            on_step_size(results[0])
+
+    return compare_flows(optimizer, loss, theta0, [spec], hs, T, init=init, burn_in=burn_in, truncation=truncation,
+                         rtol=rtol, progress=progress, on_step_size=one, _stacklevel=3)[0]
+
+
+def _joint_ode(spec: "FlowSpec", init: str) -> bool:
+    """Whether the flow's values can come from one stacked solve with the other flows of a study (an ODE flow of
+    :func:`build_flow` started at the comparison's first iterate)."""
+    return init != "shadow" and spec.kind in ("gradient", "modified")
+
+
+def compare_flows(
+    optimizer: Optimizer,
+    loss: Callable,
+    theta0,
+    flows: Sequence,
+    hs: Sequence[float],
+    T: float,
+    *,
+    init: str = "manifold",
+    burn_in: Optional[int] = None,
+    truncation: str = "direct",
+    rtol: float = 1e-12,
+    progress: Optional[Callable] = None,
+    on_step_size: Optional[Callable] = None,
+    _stacklevel: int = 2,
+) -> list:
+    r""":func:`compare_flow` for several flows at once (one :class:`FlowResult` each, in order): the same results,
+    computed step size by step size. At each $h$ the start and the iterates are computed once for all flows, and the
+    ODE flows that start from the same point are integrated as one uncoupled system
+    (:func:`modeq.solve.solve_on_grid_stacked`: one traced and compiled solve instead of one per flow; each flow held
+    to the tolerance it gets alone, so the errors agree with separate solves to within the solver floor). If that
+    solve fails, each flow is solved alone, so that the failure names its flow. ``progress(done, len(hs))`` and
+    ``on_step_size(results_so_far)`` are called after each step size.
+    """
+    specs = [parse_flow(f) if isinstance(f, str) else f for f in flows]
     loss, theta0, _ = flatten_loss(loss, theta0)  # a loss on a pytree: compared on the flat vector, as simulate
     check_positive("T", T)
     if init not in ("manifold", "rest", "shadow"):
         raise ValueError(f"init must be 'manifold', 'rest' or 'shadow', got {init!r}")
-    if init == "shadow" and spec.kind not in ("gradient", "modified"):
-        raise ValueError(f"init: 'shadow' starts an ODE flow (gradient or modified:R) at a point pulled back along "
-                         f"it; {spec.label} has no such start (use init='rest' or 'manifold')")
+    for spec in specs:
+        if init == "shadow" and spec.kind not in ("gradient", "modified"):
+            raise ValueError(f"init: 'shadow' starts an ODE flow (gradient or modified:R) at a point pulled back "
+                             f"along it; {spec.label} has no such start (use init='rest' or 'manifold')")
     hs = check_sweep(hs, T)
     if burn_in is not None:
         burn_in = check_int_at_least("burn_in", burn_in, 0)
@@ -385,60 +426,92 @@ def compare_flow(
         # On the manifold the momenta are already at their stationary values: bias correction (a start-up device
         # for zero buffers) would distort them. The modified equations are those of the stationary optimizer.
         optimizer = dataclasses.replace(optimizer, bias_correction=False)
-    notes: list[str] = []
     eta = expansion_parameter(optimizer, loss, theta0, max(hs))
-    exact = spec.kind in _PRINCIPAL_KINDS and is_quadratic(loss, theta0)
-    if eta > REGIME_LIMIT and not exact:
-        notes.append(
-            f"h*lambda_max/(1-beta)^2 = {eta:.3g} > {REGIME_LIMIT:g} at h = {max(hs):g}: outside the asymptotic "
-            "regime, the fitted order says nothing about R"
-        )
-    result = FlowResult(spec.label, spec.order, list(hs), [], None, [], [], [], notes, None, eta, [], [])
-    flow_obj = build_flow(spec, optimizer, loss, hs[0], truncation)
+    quadratic = None
     pad = max(max(1, int(round(T / h))) for h in hs)
-    # The burn-in is a fixed *time*, the same for every h, so that every comparison window starts at the same point
-    # of the trajectory (otherwise the error constant would change with h and bias the fitted order).
-    burn_time = 0.0
-    if init in ("rest", "shadow") and optimizer.momenta:
-        if burn_in is None:
-            burn_time = max(default_burn_in(optimizer, h, spec.order) * h for h in hs)
-        else:
-            burn_time = burn_in * max(hs)
-    diverged = False
-    sim_pad = max(max(1, int(round(T / h))) + int(math.ceil(burn_time / h - 1e-9)) for h in hs)
+    flows_state = []
+    for spec in specs:
+        notes: list[str] = []
+        if spec.kind in _PRINCIPAL_KINDS and quadratic is None:
+            quadratic = is_quadratic(loss, theta0)
+        exact = spec.kind in _PRINCIPAL_KINDS and bool(quadratic)
+        if eta > REGIME_LIMIT and not exact:
+            notes.append(
+                f"h*lambda_max/(1-beta)^2 = {eta:.3g} > {REGIME_LIMIT:g} at h = {max(hs):g}: outside the asymptotic "
+                "regime, the fitted order says nothing about R"
+            )
+        result = FlowResult(spec.label, spec.order, list(hs), [], None, [], [], [], notes, None, eta, [], [])
+        flow_obj = build_flow(spec, optimizer, loss, hs[0], truncation)
+        # The burn-in is a fixed *time*, the same for every h, so that every comparison window starts at the same
+        # point of the trajectory (otherwise the error constant would change with h and bias the fitted order).
+        burn_time = 0.0
+        if init in ("rest", "shadow") and optimizer.momenta:
+            if burn_in is None:
+                burn_time = max(default_burn_in(optimizer, h, spec.order) * h for h in hs)
+            else:
+                burn_time = burn_in * max(hs)
+        sim_pad = max(max(1, int(round(T / h))) + int(math.ceil(burn_time / h - 1e-9)) for h in hs)
+        flows_state.append(dict(spec=spec, notes=notes, result=result, flow=flow_obj, burn_time=burn_time,
+                                sim_pad=sim_pad, exact=exact, diverged=False))
+    results = [st["result"] for st in flows_state]
     for i, h in enumerate(hs):
         steps = max(1, int(round(T / h)))
-        n0 = int(math.ceil(burn_time / h - 1e-9))
-        how, traj = _started_run(optimizer, loss, theta0, h, "rest" if init == "shadow" else init, spec.order,
-                                 n0 + steps, sim_pad)
-        if init == "shadow":
-            how = "shadow start (burn-in from rest, flow pulled back)" if n0 else "shadow start = theta0"
-        result.start.append(how)
-        if traj.diverged:
-            diverged = True
-            result.diverged_at.append(int(traj.diverged_at))
-            result.max_error.append(None)
-            result.curves.append((np.arange(steps + 1) * h, np.full(steps + 1, np.nan)))
-            result.trajectories.append((np.asarray(traj.theta[n0:]), None))
-            result.solver_floor.append(None)
-            notes.append(f"h = {h:g}: the optimizer diverged at step {int(traj.diverged_at)} (non-finite iterates)")
-        else:
+        runs = []
+        for st in flows_state:
+            spec = st["spec"]
+            n0 = int(math.ceil(st["burn_time"] / h - 1e-9))
+            how, traj = _started_run(optimizer, loss, theta0, h, "rest" if init == "shadow" else init, spec.order,
+                                     n0 + steps, st["sim_pad"])
+            runs.append((n0, how, traj))
+        # ODE flows from the same first iterate: one stacked solve
+        joint: dict = {}
+        groups: dict = {}
+        for k, (st, (n0, how, traj)) in enumerate(zip(flows_state, runs)):
+            if _joint_ode(st["spec"], init) and not traj.diverged:
+                groups.setdefault((n0, id(traj)), []).append(k)
+        for (n0, _), members in groups.items():
+            if len(members) < 2:
+                continue
+            start = np.asarray(runs[members[0]][2].theta)[n0]  # host indexing: no eager JAX op
+            fields = [eqx.tree_at(lambda f: f.h, flows_state[k]["flow"], jnp.asarray(h, dtype=jnp.float64))
+                      for k in members]
+            try:
+                values, floors = solve_on_grid_stacked(fields, start, h, steps, rtol=rtol, pad_to=pad)
+            except SolveError:
+                continue  # each flow alone below: the failure is reported with its flow
+            joint.update({k: (v, f) for k, v, f in zip(members, values, floors)})
+        for k, (st, (n0, how, traj)) in enumerate(zip(flows_state, runs)):
+            spec, result, notes, flow_obj, exact = st["spec"], st["result"], st["notes"], st["flow"], st["exact"]
+            if init == "shadow":
+                how = "shadow start (burn-in from rest, flow pulled back)" if n0 else "shadow start = theta0"
+            result.start.append(how)
+            if traj.diverged:
+                st["diverged"] = True
+                result.diverged_at.append(int(traj.diverged_at))
+                result.max_error.append(None)
+                result.curves.append((np.arange(steps + 1) * h, np.full(steps + 1, np.nan)))
+                result.trajectories.append((np.asarray(traj.theta[n0:]), None))
+                result.solver_floor.append(None)
+                notes.append(f"h = {h:g}: the optimizer diverged at step {int(traj.diverged_at)} (non-finite iterates)")
+                continue
             result.diverged_at.append(None)
             iterates = np.asarray(traj.theta[n0:])
             try:
                 if init == "shadow":
-                    errors, values, floor = _shadow_errors(optimizer, loss, theta0, spec, flow_obj, traj, h, n0, steps,
-                                                           rtol, sim_pad, result)
+                    errors, values, floor = _shadow_errors(optimizer, loss, theta0, spec, flow_obj, traj, h, n0,
+                                                           steps, rtol, st["sim_pad"], result)
                     iterates = np.asarray(traj.theta[: n0 + steps + 1])
                 elif spec.kind in _PRINCIPAL_KINDS:  # the complex-state flow: exact in every regime on quadratics
                     values, floor = principal_flow_values(optimizer, loss, jnp.asarray(iterates[0]), h, steps,
                                                           third=spec.kind == "principal+third", rtol=rtol, pad_to=pad)
+                elif k in joint:
+                    values, floor = joint[k]
                 else:
                     values, floor = flow_values(spec, flow_obj, jnp.asarray(iterates[0]), h, steps, rtol, pad)
             except SolveError as exc:
-                hint = "" if optimizer.smooth else (f"; {optimizer.name} is not smooth ({optimizer.smooth_reason}): its "
-                                                    "order-1 field is discontinuous, so an ODE solver stalls where it "
-                                                    "switches")
+                hint = "" if optimizer.smooth else (f"; {optimizer.name} is not smooth ({optimizer.smooth_reason}): "
+                                                    "its order-1 field is discontinuous, so an ODE solver stalls where "
+                                                    "it switches")
                 raise SolveError(f"{spec.label}, h = {h:g}: {exc}{hint}", exc.t_failed) from None
             if init != "shadow":
                 errors = np.linalg.norm(iterates - values, axis=-1)
@@ -451,9 +524,18 @@ def compare_flow(
                     f"h = {h:g}: solver error floor {floor:.2e} is within 100x of the measured error {errors.max():.2e}"
                 )
         if on_step_size is not None:
-            on_step_size(result)
+            on_step_size(results)
         if progress is not None:
             progress(i + 1, len(hs))
+    for st in flows_state:
+        _finish(st["result"], st["spec"], hs, theta0, eta, st["exact"], st["diverged"])
+        for note in st["notes"]:
+            warnings.warn(note, AccuracyWarning, stacklevel=_stacklevel)
+    return results
+
+
+def _finish(result: FlowResult, spec: "FlowSpec", hs: list, theta0, eta: float, exact: bool, diverged: bool) -> None:
+    """The fit over the sweep and the verdict of one flow (:func:`compare_flows`)."""
     errs = result.max_error
     if not diverged and len(hs) >= 2 and all(e is not None and e > 0 for e in errs):
         # An error within 10x of the solver's own error floor measures the solver, not the flow: such step sizes are
@@ -486,6 +568,3 @@ def compare_flow(
             result.verdict = dataclasses.replace(
                 result.verdict, reason=result.verdict.reason + "; fit log e = a + p log h + c h/h_max (the h^(R+1) "
                 "term of the error expansion)")
-    for note in notes:
-        warnings.warn(note, AccuracyWarning, stacklevel=2)
-    return result

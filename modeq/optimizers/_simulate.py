@@ -8,6 +8,8 @@ leaves the simulator silently.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import warnings
 from typing import Any, Callable, Optional, Union
 
@@ -72,9 +74,49 @@ def _finite(*arrays) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(arrays)]))
 
 
-@eqx.filter_jit
+def _is_array(x) -> bool:
+    """What ``equinox.filter_jit`` traces (``equinox.is_array``): JAX arrays (tracers included) and NumPy arrays."""
+    return isinstance(x, (np.ndarray, np.generic, jax.Array))
+
+
+class _ArraySlot:
+    """The placeholder of an array leaf in the static part of ``_compiled``'s arguments."""
+
+    def __repr__(self):
+        return "<array>"
+
+
+_ARRAY = _ArraySlot()
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _compiled(static, dynamic):
+    """``_run`` compiled: ``static`` = (treedef of ``_run``'s first eight arguments, their leaves with ``_ARRAY`` where
+    an array goes, steps, record, save_every); ``dynamic`` = the array leaves in order."""
+    treedef, static_leaves, steps, record, save_every = static
+    arrays = iter(dynamic)
+    leaves = [next(arrays) if leaf is _ARRAY else leaf for leaf in static_leaves]
+    return _run(*jax.tree.unflatten(treedef, leaves), steps, record, save_every)
+
+
+def _dispatch(optimizer, loss, oracle, theta0, m0, key, h, start, steps, record, save_every):
+    """``_run`` through ``_compiled``: the partition of ``equinox.filter_jit`` (arrays traced, every other leaf static,
+    so a new step size or hyperparameter array reuses the program) at the cost of one ``tree.flatten`` per call, where
+    ``filter_jit`` rebuilds its partition at every call. ``m0`` / ``key`` = ``None``: zero momenta / the key
+    ``jax.random.key(0)`` built inside the program (no eager JAX op per call). With both, a call of ``simulate`` costs
+    about 0.08 ms beyond its compiled loop for d = 100 (0.4-0.7 ms before: issue 16, benchmarks/bench_catalog.py)."""
+    leaves, treedef = jax.tree.flatten((optimizer, loss, oracle, theta0, m0, key, h, start))
+    dynamic = [leaf for leaf in leaves if _is_array(leaf)]
+    static_leaves = tuple(_ARRAY if _is_array(leaf) else leaf for leaf in leaves)
+    return _compiled((treedef, static_leaves, steps, record, save_every), dynamic)
+
+
 def _run(optimizer: Optimizer, loss, oracle, theta0, m0, key, h, start, steps: int, record: bool,
          save_every: int = 1):
+    if key is None:
+        key = jax.random.key(0)
+    if m0 is None:  # at rest: the same arrays as initial_momenta(theta0, 0, "zero") outside the program
+        m0 = optimizer.initial_momenta(theta0, jnp.zeros_like(theta0), "zero")
     full_batch = isinstance(oracle, FullBatch)
     h_of = h if callable(h) else (lambda n: h)
 
@@ -191,25 +233,80 @@ def simulate(
             check_positive("h", h)
         # a Python number goes in as a NumPy scalar (traced like an array, no eager JAX op: issue 16)
         h = np.asarray(h, dtype=np.float64) if isinstance(h, (int, float)) else jnp.asarray(h, dtype=jnp.float64)
-    flat0, unravel = ravel_pytree(theta0)
-    flat0 = jnp.asarray(flat0, dtype=jnp.float64)
-    flat_loss = (lambda th: loss(unravel(th))) if not isinstance(theta0, jax.Array) or theta0.ndim != 1 else loss
+    if isinstance(theta0, jax.Array) and theta0.ndim == 1 and theta0.dtype == jnp.float64 and not theta0.weak_type:
+        # a float64 vector (the common case): already flat; ravel_pytree's unravel depends on the shape only
+        flat0, unravel, flat_loss = theta0, _vector_unravel(theta0.shape[0]), loss
+    else:
+        flat0, unravel = ravel_pytree(theta0)
+        flat0 = jnp.asarray(flat0, dtype=jnp.float64)
+        flat_loss = loss if isinstance(theta0, jax.Array) and theta0.ndim == 1 else _flat_loss(loss, unravel)
     if oracle is None:
         oracle = FullBatch(flat_loss)
     elif getattr(oracle, "stochastic", True) and key is None:
         raise ValueError("key: a stochastic oracle needs a jax.random key")
-    if key is None:
-        key = jax.random.key(0)
-    g0 = oracle(flat0, key, start) if isinstance(m0, str) and m0 == "first" else jnp.zeros_like(flat0)
-    momenta0 = optimizer.initial_momenta(flat0, g0, m0)
-    thetas, ms, values, norms, diverged_at = _run(
+    if isinstance(m0, str) and m0 == "zero":
+        momenta0 = None  # built inside the compiled program (no eager JAX op per call)
+    else:
+        first = isinstance(m0, str) and m0 == "first"
+        g0 = oracle(flat0, jax.random.key(0) if key is None else key, start) if first else jnp.zeros_like(flat0)
+        momenta0 = optimizer.initial_momenta(flat0, g0, m0)
+    thetas, ms, values, norms, diverged_at = _dispatch(
         optimizer, flat_loss, oracle, flat0, momenta0, key, h, _index(start), steps, record, save_every
     )
-    traj = Trajectory(thetas, ms, values, norms, diverged_at, unravel, save_every)
-    if not isinstance(diverged_at, jax.core.Tracer) and int(diverged_at) >= 0:
-        warnings.warn(
-            f"{optimizer.name}: the iterates diverged at step {int(diverged_at)}; the trajectory is frozen there",
-            DivergenceWarning,
-            stacklevel=2,
-        )
+    traj = _trajectory(len(ms), unravel, save_every, (thetas, ms, values, norms, diverged_at))
+    if not isinstance(diverged_at, jax.core.Tracer):
+        # the one host sync of the call (through NumPy: int() of a jax.Array takes ~0.1 ms more after a long run)
+        diverged_step = int(np.asarray(diverged_at))
+        if diverged_step >= 0:
+            warnings.warn(
+                f"{optimizer.name}: the iterates diverged at step {diverged_step}; the trajectory is frozen there",
+                DivergenceWarning,
+                stacklevel=2,
+            )
     return traj
+
+
+@dataclasses.dataclass(frozen=True)
+class _FlatLoss:
+    """``theta -> loss(unravel(theta))``: the loss on the flat vector of a pytree ``theta0``, equal (hence one compiled
+    program) for equal ``loss`` and ``unravel`` (``ravel_pytree``'s unravel compares by structure)."""
+
+    loss: Callable
+    unravel: Callable
+
+    def __call__(self, theta):
+        return self.loss(self.unravel(theta))
+
+
+def _flat_loss(loss, unravel) -> Callable:
+    """:class:`_FlatLoss`, or for an unhashable ``loss`` (a module holding arrays) a new closure (one program per
+    call: a static argument of the compiled run must be hashable)."""
+    flat = _FlatLoss(loss, unravel)
+    try:
+        hash(flat)
+    except TypeError:
+        return lambda theta: loss(unravel(theta))
+    return flat
+
+
+@functools.lru_cache(maxsize=64)
+def _vector_unravel(d: int) -> Callable:
+    """``ravel_pytree``'s unravel of a float64 vector of length ``d`` (a function of the shape and dtype only)."""
+    with jax.ensure_compile_time_eval():
+        return ravel_pytree(np.zeros(d, dtype=np.float64))[1]
+
+
+@functools.lru_cache(maxsize=256)
+def _trajectory_treedef(n_momenta: int, unravel, save_every: int):
+    return jax.tree.structure(Trajectory(0, (0,) * n_momenta, 0, 0, 0, unravel, save_every))
+
+
+def _trajectory(n_momenta, unravel, save_every, arrays) -> Trajectory:
+    """``Trajectory(*arrays, unravel, save_every)`` built from its pytree structure (a few microseconds where the
+    ``equinox.Module`` constructor takes about 50; the constructor has no check or converter to skip)."""
+    thetas, ms, values, norms, diverged_at = arrays
+    try:
+        treedef = _trajectory_treedef(n_momenta, unravel, save_every)
+    except TypeError:  # an unhashable unravel (a pytree with unhashable metadata): the constructor
+        return Trajectory(thetas, ms, values, norms, diverged_at, unravel, save_every)
+    return jax.tree.unflatten(treedef, [thetas, *ms, values, norms, diverged_at])

@@ -77,13 +77,13 @@ def product(x: float = 2.0, y: float = 1.5) -> Problem:
     Minimizers: the hyperbola $w_1 w_2 = y/x$. Gradient flow conserves $w_1^2 - w_2^2$; its sharpness at a
     minimizer is $x^2(w_1^2 + w_2^2)$, so flatter minima have smaller $w_1^2+w_2^2$ (Barrett & Dherin 2021).
     """
-    xs = jnp.array([x])
-    ys = jnp.array([y])
+    xs = jnp.asarray(np.array([x], dtype=np.float64))  # built on the host: no eager JAX op
+    ys = jnp.asarray(np.array([y], dtype=np.float64))
     loss, example_loss, model = _squared(lambda th, xi: th[0] * th[1] * xi, xs, ys)
     return Problem(
         name="product",
         loss=loss,
-        theta0=jnp.array([2.8, 3.5]) / 4,
+        theta0=jnp.asarray(np.array([2.8, 3.5]) / 4),
         example_loss=example_loss,
         n_examples=1,
         model=model,

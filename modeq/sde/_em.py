@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -95,6 +94,8 @@ def _scan_em(sde, x0, keys, t0, dt, n_save: int, save_every: int, m: int):
 
 @eqx.filter_jit
 def _diffrax_em(sde, x0, keys, t0, dt, ts, steps: int, m: int, solver):
+    import diffrax  # on first use: ``import modeq`` and the scan method do not pay for it
+
     t1 = ts[-1]
 
     def one(key):
@@ -153,6 +154,8 @@ def simulate_sde(
     if method == "scan":
         xs = _scan_em(sde, x0, keys, jnp.asarray(t0), jnp.asarray(dt), n_save, save_every, m)
     elif method in ("diffrax", "diffrax-milstein"):
+        import diffrax
+
         solver = diffrax.Euler() if method == "diffrax" else diffrax.ItoMilstein()
         xs = _diffrax_em(sde, x0, keys, jnp.asarray(t0), jnp.asarray(dt), jnp.asarray(ts), steps, m, solver)
     else:

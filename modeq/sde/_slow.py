@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Optional
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -51,6 +50,8 @@ def _gf_term(t, y, loss):
 
 @eqx.filter_jit
 def _phi_raw(loss, x, t_max, rtol, atol):
+    import diffrax
+
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(_gf_term), diffrax.Dopri8(), 0.0, t_max, None, x, args=loss,
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=100_000, throw=False,
@@ -152,6 +153,8 @@ def _var_term(t, state, args):
 
 @eqx.filter_jit
 def _variational(loss, x, sigma, t_max, rtol, atol):
+    import diffrax
+
     d = x.shape[0]
     state0 = (x, jnp.eye(d), jnp.zeros(d))
     sol = diffrax.diffeqsolve(
@@ -227,6 +230,8 @@ def label_noise_flow(loss: Callable, x0, ts, c: float, *, rel_tol: float = 1e-8,
 
 @eqx.filter_jit
 def _ln_solve(loss, y0, ts, c, rel_tol, rtol, atol):
+    import diffrax
+
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(_ln_term), diffrax.Dopri8(), ts[0], ts[-1], None, y0,
         args=(loss, c, rel_tol), saveat=diffrax.SaveAt(ts=ts),

@@ -261,10 +261,53 @@ def _backward_guess(optimizer, loss, theta, h, steps):
     return jax.lax.fori_loop(0, steps, body, theta)
 
 
+@eqx.filter_jit
+def _shoot_dense(optimizer, loss, theta0, theta_past, h, steps, tol):
+    """Newton on the landing condition in one compiled loop (dense Jacobians: up to ``MAX_SHOOTING_DIM`` parameters):
+    the same iteration as :func:`_shoot`'s host loop (at most 30 steps, stop at ``|miss| <= tol``, at a non-finite
+    miss or step; keep the best point seen), one dispatch instead of two per Newton step. Returns ``(theta_past,
+    momenta, |miss|)`` of the best point (``|miss|`` infinite if none was finite)."""
+
+    def landing(t):
+        theta, momenta = _forward_impl(optimizer, loss, t, h, steps)
+        return theta, (theta, momenta)
+
+    # placeholders of the momenta's structure (the optimizer's state at rest; replaced at the first finite point)
+    zeros = jax.tree.map(jnp.zeros_like, optimizer.initial_momenta(theta_past, jnp.zeros_like(theta_past), "zero"))
+    inf = jnp.asarray(jnp.inf, theta_past.dtype)
+
+    def cond(state):
+        it, _, _, _, _, go = state
+        return go & (it < 30)
+
+    def body(state):
+        it, tp, best_tp, best_m, best_norm, _ = state
+        jac, (theta, momenta) = jax.jacfwd(landing, has_aux=True)(tp)
+        miss = theta - theta0
+        norm = jnp.linalg.norm(miss)
+        finite = jnp.isfinite(norm)
+        better = finite & (norm < best_norm)
+        best_tp = jnp.where(better, tp, best_tp)
+        best_m = jax.tree.map(lambda a, b: jnp.where(better, a, b), momenta, best_m)
+        best_norm = jnp.where(better, norm, best_norm)
+        delta = jnp.linalg.solve(jac, miss)
+        go = finite & (norm > tol) & jnp.all(jnp.isfinite(delta))
+        return it + 1, jnp.where(go, tp - delta, tp), best_tp, best_m, best_norm, go
+
+    state = (jnp.asarray(0), theta_past, theta_past, zeros, inf, jnp.asarray(True))
+    _, _, best_tp, best_m, best_norm, _ = jax.lax.while_loop(cond, body, state)
+    return best_tp, best_m, best_norm
+
+
 def _shoot(optimizer, loss, theta0, theta_past, h, steps, scale):
-    """Newton on the landing condition; returns (theta_past, momenta at theta0) or None on failure."""
+    """Newton on the landing condition; returns (theta_past, momenta at theta0, |miss|) or None on failure."""
     steps_j = jnp.asarray(steps)
     h = jnp.asarray(h, jnp.float64)
+    if np.size(theta0) <= MAX_SHOOTING_DIM:
+        tp, momenta, norm = _shoot_dense(optimizer, loss, jnp.asarray(theta0), jnp.asarray(theta_past), h, steps_j,
+                                         jnp.asarray(1e-14 * scale))
+        norm = float(norm)
+        return (tp, momenta, norm) if math.isfinite(norm) else None
     best = None
     for _ in range(30):
         theta, momenta = _forward(optimizer, loss, theta_past, h, steps_j)

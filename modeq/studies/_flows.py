@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._pytree import flatten_loss
-from ..compare._study import FlowResult, compare_flow, expansion_parameter, parse_flow
+from ..compare._study import compare_flows, expansion_parameter, parse_flow
 from ..optimizers._spec import Optimizer
 from ._verdict import REGIME_LIMIT, check_sweep, jsonable
 
@@ -149,20 +149,21 @@ def flow_study(
                       [s.label for s in specs])
     study.complete = False
     total = len(specs) * len(hs)
-    for j, spec in enumerate(specs):
-        def step(partial: FlowResult, j=j):
-            study.results[j:] = [partial]
-            if on_update is not None:
-                on_update(study)
 
-        def tick(i, n, j=j, spec=spec):
-            if progress is not None:
-                progress(spec.label, j * len(hs) + i, total)
+    def step(partial: list):
+        study.results = list(partial)
+        if on_update is not None:
+            on_update(study)
 
-        res = compare_flow(optimizer, loss, theta0, spec, hs, T, init=init, burn_in=burn_in, truncation=truncation,
-                           rtol=rtol, progress=tick, on_step_size=step)
-        study.results[j:] = [res]
-        study.regime = res.regime
+    def tick(i, n):
+        if progress is not None:
+            progress(", ".join(s.label for s in specs), i * len(specs), total)
+
+    # all flows at once, step size by step size: the start and the iterates are computed once per h, and the ODE flows
+    # are integrated as one system (one traced and compiled solve for the study)
+    study.results = compare_flows(optimizer, loss, theta0, specs, hs, T, init=init, burn_in=burn_in,
+                                  truncation=truncation, rtol=rtol, progress=tick, on_step_size=step, _stacklevel=3)
+    study.regime = study.results[-1].regime if study.results else None
     study.complete = True
     if on_update is not None:
         on_update(study)
