@@ -123,7 +123,6 @@ def test_a_stored_solve_gives_the_traced_values(export_dir, monkeypatch):
 
 
 def _key(field, y0=np.zeros(2)):
-    dyn, static = jax.tree.map(lambda x: x, field), None
     import equinox as eqx
 
     dyn, static = eqx.partition(field, eqx.is_array)
@@ -145,6 +144,13 @@ def test_the_key_changes_with_every_constant_of_the_field():
     assert key(beta=0.9 + 1e-12) != base
     assert key(y=1.5 + 1e-13) != base  # the loss's data
     assert key(order=3) != base
+
+
+def test_a_field_with_large_data_is_not_stored():
+    big = jnp.ones(_exported.MAX_CONSTANT_BYTES // 8 + 1)  # float64: just over the limit
+    small = jnp.ones(16)
+    assert _key(VectorField(fn=lambda y, h: -y * big[:2], h=jnp.asarray(0.1))) is None
+    assert _key(VectorField(fn=lambda y, h: -y * small[:2], h=jnp.asarray(0.1))) is not None
 
 
 def test_the_stored_solves_are_off_with_the_compilation_cache(monkeypatch):

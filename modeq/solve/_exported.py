@@ -16,11 +16,12 @@ Key (SHA-256 of all of these; any change is a different program, never a stale o
 * modeq's own source (a hash of every ``.py`` file of the package), the versions of Python, jax, jaxlib, diffrax,
   equinox and optimistix, the backend platform and the JAX settings that change a trace (float64, matmul precision).
 
-A field whose jaxpr cannot be printed reproducibly (a host callback prints an object address) only misses the
-cache. Any failure to export, write or read a stored program falls back to tracing, with the same result. The cache
-is off when the compilation cache is (``MODEQ_NO_COMPILATION_CACHE=1``); entries live in
-``<compilation cache dir>/modeq-exported`` (at most :data:`MAX_ENTRIES`, the least recently used pruned).
-Serialization needs the ``flatbuffers`` package (a dependency).
+A field whose jaxpr cannot be printed reproducibly (a host callback prints an object address), or that captures
+more than :data:`MAX_CONSTANT_BYTES` of data (which the stored program would embed), only misses the cache. Any
+failure to export, write or read a stored program falls back to tracing, with the same result. The cache is off when
+the compilation cache is (``MODEQ_NO_COMPILATION_CACHE=1``); entries live in ``<compilation cache
+dir>/modeq-exported`` (at most :data:`MAX_ENTRIES`, the least recently used pruned). Serialization needs the
+``flatbuffers`` package (a dependency).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ import numpy as np
 
 #: subdirectory of the compilation cache directory holding the serialized solves
 SUBDIR = "modeq-exported"
+#: fields capturing more constant data than this (bytes) are not stored: the program would embed the data
+MAX_CONSTANT_BYTES = 4 * 2**20
 #: at most this many stored solves (about 70 KB each for a small study); beyond, the least recently used half goes
 MAX_ENTRIES = 512
 
@@ -95,6 +98,8 @@ def _field_key(static, dyn_leaves, treedef, y0, settings) -> Optional[str]:
     text = str(closed.jaxpr)
     if " at 0x" in text:  # an object address (a host callback): not reproducible across processes
         return None
+    if sum(np.asarray(c).nbytes for c in closed.consts) > MAX_CONSTANT_BYTES:
+        return None  # the stored program would embed the data (a large training set): not worth a file
     digest = hashlib.sha256()
     # (not str(treedef): it prints the field's functions with their addresses; the leaves' order and avals, and the
     # jaxpr that uses them, fix the program)
