@@ -146,6 +146,37 @@ def test_the_key_changes_with_every_constant_of_the_field():
     assert key(order=3) != base
 
 
+def _nested_data_field(first):
+    data = jnp.asarray(np.array([first, 1.0]))
+
+    @jax.jit
+    def weights():  # a jitted helper closing over data: the array lives in the nested jaxpr, not in the printed text
+        return data / jnp.sum(data)
+
+    return VectorField(fn=lambda y, h: -weights() * y, h=jnp.asarray(0.1))
+
+
+def _key_field(seed):
+    weights = jax.random.uniform(jax.random.key(seed), (2,))  # a typed PRNG key is a constant of the field
+    return VectorField(fn=lambda y, h: -(weights + jax.random.uniform(jax.random.key(seed), (2,))) * y,
+                       h=jnp.asarray(0.1))
+
+
+def test_the_key_sees_data_in_nested_jaxprs_and_prng_keys():
+    assert _key(_nested_data_field(1.5)) != _key(_nested_data_field(2.5))
+    keys = [_key(_key_field(0)), _key(_key_field(0)), _key(_key_field(1))]
+    assert keys[0] is not None and keys[0] == keys[1] != keys[2]
+
+
+def test_a_stored_program_that_cannot_run_falls_back_to_tracing(export_dir, monkeypatch):
+    y0 = np.array([0.3, 0.6])
+    first, _ = solve_on_grid(_logistic(), y0, 0.01, 50, pad_to=60)
+    for key in list(_exported._PROGRAMS):  # e.g. exported for another platform
+        _exported._PROGRAMS[key] = lambda *args: (_ for _ in ()).throw(ValueError("exported for platforms cuda"))
+    again, _ = solve_on_grid(_logistic(), y0, 0.01, 50, pad_to=60)
+    np.testing.assert_allclose(again, first, rtol=1e-13, atol=1e-15)
+
+
 def test_a_field_with_large_data_is_not_stored():
     big = jnp.ones(_exported.MAX_CONSTANT_BYTES // 8 + 1)  # float64: just over the limit
     small = jnp.ones(16)

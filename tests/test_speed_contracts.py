@@ -117,6 +117,7 @@ def test_solve_on_grid_fails_loudly():
     with pytest.raises(SolveError) as info:
         solve_on_grid(lambda y: y**2, jnp.ones(1), 0.1, 20, rtol=1e-10)
     assert 0.5 <= info.value.t_failed <= 1.0  # the blow-up time
+    assert "unknown" not in str(info.value)  # diffrax's reason is named (an int code looked up as "unknown")
     with pytest.raises(ValueError, match="steps"):
         solve_on_grid(_logistic, jnp.ones(1), 0.1, 0)
 

@@ -10,11 +10,13 @@ cache.
 Key (SHA-256 of all of these; any change is a different program, never a stale one):
 
 * the **field's jaxpr**, traced on the stacked state with the field's arrays as inputs (``eqx.partition``), printed
-  (literals in full precision) and the bytes, dtypes and shapes of its captured constants: two fields that compute
+  (literals in full precision) and the bytes, dtypes and shapes of its captured constants, those of nested jaxprs
+  included (a ``jax.jit`` helper closing over data; typed PRNG keys by their key data): two fields that compute
   anything differently have different keys, whatever loss or optimizer they come from;
 * the solver's static settings (``max_steps``, the controller's norm), the shapes and dtypes of every input;
 * modeq's own source (a hash of every ``.py`` file of the package), the versions of Python, jax, jaxlib, diffrax,
-  equinox and optimistix, the backend platform and the JAX settings that change a trace (float64, matmul precision).
+  equinox and optimistix, the platform the solve runs on (that of ``jax.default_device`` when set) and the JAX
+  settings that change a trace (float64, matmul precision); the program is exported for that platform.
 
 A field whose jaxpr cannot be printed reproducibly (a host callback prints an object address), or that captures
 more than :data:`MAX_CONSTANT_BYTES` of data (which the stored program would embed), only misses the cache. Any
@@ -70,8 +72,7 @@ def _environment() -> str:
         except md.PackageNotFoundError:
             versions.append(f"{dist}=?")
     config = jax.config
-    settings = (config.jax_enable_x64, config.jax_default_matmul_precision, config.jax_numpy_rank_promotion,
-                jax.default_backend())
+    settings = (config.jax_enable_x64, config.jax_default_matmul_precision, config.jax_numpy_rank_promotion)
     return "|".join([digest.hexdigest(), sys.version, *versions, repr(settings)])
 
 
@@ -84,8 +85,51 @@ def _directory() -> Optional[str]:
     return os.path.join(cache, SUBDIR)
 
 
+def _platform() -> str:
+    """The platform the solve runs on: that of ``jax.default_device`` when set (``MODEQ_DEVICE=auto`` puts small
+    problems on the CPU of a GPU machine), else the default backend."""
+    device = jax.config.jax_default_device
+    if device is None:
+        return jax.default_backend()
+    return str(getattr(device, "platform", device)).lower()
+
+
 def _aval(x) -> str:
     return f"{np.dtype(x.dtype).str}{tuple(x.shape)}"
+
+
+def _all_constants(closed) -> list:
+    """The constants of ``closed`` and of every jaxpr nested in its equations (a ``jax.jit`` helper that closes over
+    data keeps its array in the nested jaxpr, where the printed text does not show it)."""
+    from jax.extend.core import ClosedJaxpr, Jaxpr
+
+    found = list(closed.consts)
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            stack = list(eqn.params.values())
+            while stack:
+                item = stack.pop()
+                if isinstance(item, (tuple, list)):
+                    stack.extend(item)
+                elif isinstance(item, dict):
+                    stack.extend(item.values())
+                elif isinstance(item, ClosedJaxpr):
+                    found.extend(item.consts)
+                    walk(item.jaxpr)
+                elif isinstance(item, Jaxpr):
+                    walk(item)
+
+    walk(closed.jaxpr)
+    return found
+
+
+def _constant_bytes(const) -> tuple:
+    """``(description, bytes)`` of a constant; typed PRNG keys by their implementation and key data."""
+    if jax.dtypes.issubdtype(getattr(const, "dtype", np.float64), jax.dtypes.prng_key):
+        return f"key<{jax.random.key_impl(const)}>", np.ascontiguousarray(np.asarray(jax.random.key_data(const)))
+    array = np.ascontiguousarray(np.asarray(const))
+    return f"{array.dtype.str}{array.shape}", array
 
 
 def _field_key(static, dyn_leaves, treedef, y0, settings) -> Optional[str]:
@@ -93,12 +137,13 @@ def _field_key(static, dyn_leaves, treedef, y0, settings) -> Optional[str]:
     try:
         closed = jax.make_jaxpr(lambda leaves, y: eqx.combine(jax.tree.unflatten(treedef, leaves), static)(y))(
             dyn_leaves, y0)
-    except Exception:  # pragma: no cover - a field that cannot be traced on its own: no cache
+        text = str(closed.jaxpr)
+        constants = [_constant_bytes(c) for c in _all_constants(closed)]
+    except Exception:  # a field that cannot be traced on its own, a constant that cannot be read: no cache
         return None
-    text = str(closed.jaxpr)
     if " at 0x" in text:  # an object address (a host callback): not reproducible across processes
         return None
-    if sum(np.asarray(c).nbytes for c in closed.consts) > MAX_CONSTANT_BYTES:
+    if sum(array.nbytes for _, array in constants) > MAX_CONSTANT_BYTES:
         return None  # the stored program would embed the data (a large training set): not worth a file
     digest = hashlib.sha256()
     # (not str(treedef): it prints the field's functions with their addresses; the leaves' order and avals, and the
@@ -106,10 +151,9 @@ def _field_key(static, dyn_leaves, treedef, y0, settings) -> Optional[str]:
     for part in (_environment(), text, repr(settings), *(_aval(x) for x in dyn_leaves), _aval(y0)):
         digest.update(part.encode())
         digest.update(b"\0")
-    for const in closed.consts:
-        array = np.asarray(const)
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
+    for description, array in constants:
+        digest.update(description.encode())
+        digest.update(array.tobytes())
     return digest.hexdigest()
 
 
@@ -124,11 +168,12 @@ def solve_dense_cached(solve, field, y0, ts, rtol, atol, dtmax, max_steps: int, 
     leaves, treedef = jax.tree.flatten(dyn)
     leaves = tuple(leaves)
     arrays = (y0, ts, rtol, atol, dtmax, dt0)
+    platform = _platform()
     # the treedef holds the field's static functions (compared by identity), so one key per built field
-    memo_key = (treedef, tuple(_aval(x) for x in leaves + arrays), max_steps, norm)
+    memo_key = (treedef, tuple(_aval(x) for x in leaves + arrays), max_steps, norm, platform)
     entry = _KEYS.get(memo_key)
     if entry is None:
-        key = _field_key(static, leaves, treedef, y0, (max_steps, getattr(norm, "__qualname__", repr(norm)),
+        key = _field_key(static, leaves, treedef, y0, (max_steps, getattr(norm, "__qualname__", repr(norm)), platform,
                                                         *(_aval(x) for x in arrays)))
         _KEYS[memo_key] = entry = (key, static)  # holds static: its ids stay valid
     key = entry[0]
@@ -136,14 +181,19 @@ def solve_dense_cached(solve, field, y0, ts, rtol, atol, dtmax, max_steps: int, 
         return solve(y0, ts, rtol, atol, dtmax, max_steps, field, dt0, norm)
     program = _PROGRAMS.get(key)
     if program is None:
-        program = _load_or_export(directory, key, solve, static, treedef, leaves, arrays, max_steps, norm)
+        program = _load_or_export(directory, key, solve, static, treedef, leaves, arrays, max_steps, norm, platform)
         if program is None:
             return solve(y0, ts, rtol, atol, dtmax, max_steps, field, dt0, norm)
         _PROGRAMS[key] = program
-    return program(leaves, *arrays)  # (ys, the integer code of diffrax's result, steps): diffrax is not imported
+    try:
+        return program(leaves, *arrays)  # (ys, the integer code of diffrax's result, steps): diffrax is not imported
+    except Exception:  # a stored program that cannot run here (another platform, ...): trace as usual
+        _PROGRAMS.pop(key, None)
+        _KEYS[memo_key] = (None, static)
+        return solve(y0, ts, rtol, atol, dtmax, max_steps, field, dt0, norm)
 
 
-def _load_or_export(directory, key, solve, static, treedef, leaves, arrays, max_steps, norm):
+def _load_or_export(directory, key, solve, static, treedef, leaves, arrays, max_steps, norm, platform):
     from jax import export
 
     path = os.path.join(directory, key + ".bin")
@@ -169,7 +219,7 @@ def _load_or_export(directory, key, solve, static, treedef, leaves, arrays, max_
         from ._ode import _without_host_callbacks
 
         with _without_host_callbacks():
-            exported = export.export(jax.jit(program))(leaves, *arrays)
+            exported = export.export(jax.jit(program), platforms=(platform,))(leaves, *arrays)
         data = exported.serialize()
         os.makedirs(directory, mode=0o700, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, delete=False, suffix=".tmp") as handle:

@@ -138,7 +138,8 @@ def _check(ys: np.ndarray, ts: np.ndarray, result) -> None:
         if code != 0:
             import diffrax
 
-            reason = diffrax.RESULTS[type(diffrax.RESULTS.successful)(code, diffrax.RESULTS)]
+            # (the item's value must be an int32 array: a Python int is looked up as "unknown")
+            reason = diffrax.RESULTS[type(diffrax.RESULTS.successful)(np.asarray(code, np.int32), diffrax.RESULTS)]
         else:
             reason = "non-finite solution"
         raise SolveError(f"ODE solve failed after t = {t_failed:.6g} (of {float(ts[-1]):.6g}): {reason}", t_failed)
