@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
@@ -93,8 +94,8 @@ def test_compare_flows_equals_one_compare_flow_per_flow():
 def export_dir(tmp_path, monkeypatch):
     """A private directory for the stored solves, and an empty in-process memo."""
     monkeypatch.setattr(_exported, "_directory", lambda: str(tmp_path))
-    monkeypatch.setattr(_exported, "_PROGRAMS", {})
-    monkeypatch.setattr(_exported, "_KEYS", {})
+    monkeypatch.setattr(_exported, "_PROGRAMS", collections.OrderedDict())
+    monkeypatch.setattr(_exported, "_KEYS", collections.OrderedDict())
     return tmp_path
 
 
@@ -104,8 +105,8 @@ def test_a_stored_solve_gives_the_traced_values(export_dir, monkeypatch):
     entries = list(export_dir.glob("*.bin"))
     assert len(entries) == 1
     # a fresh memo, and a solve that must not be traced: the stored program answers
-    monkeypatch.setattr(_exported, "_PROGRAMS", {})
-    monkeypatch.setattr(_exported, "_KEYS", {})
+    monkeypatch.setattr(_exported, "_PROGRAMS", collections.OrderedDict())
+    monkeypatch.setattr(_exported, "_KEYS", collections.OrderedDict())
     calls = []
     monkeypatch.setattr("modeq.solve._ode._solve_dense", lambda *a, **k: calls.append(1) / 0)
     again, floor_again = solve_on_grid(_logistic(), y0, 0.01, 50, pad_to=60)
@@ -114,12 +115,23 @@ def test_a_stored_solve_gives_the_traced_values(export_dir, monkeypatch):
     # a corrupt entry is traced again and replaced
     monkeypatch.undo()
     monkeypatch.setattr(_exported, "_directory", lambda: str(export_dir))
-    monkeypatch.setattr(_exported, "_PROGRAMS", {})
-    monkeypatch.setattr(_exported, "_KEYS", {})
+    monkeypatch.setattr(_exported, "_PROGRAMS", collections.OrderedDict())
+    monkeypatch.setattr(_exported, "_KEYS", collections.OrderedDict())
     entries[0].write_bytes(b"not a program")
     replaced, _ = solve_on_grid(_logistic(), y0, 0.01, 50, pad_to=60)
     np.testing.assert_array_equal(replaced, first)
     assert entries[0].stat().st_size > 1000
+
+
+def test_two_plain_function_fields_do_not_share_a_program(export_dir):
+    """A plain function has no array leaves: its identity, not only its (empty) structure, selects the program."""
+    y0 = np.array([0.3, 0.6])
+    decay = solve_on_grid(lambda y: -y, y0, 0.01, 50, pad_to=60)[0]
+    growth = solve_on_grid(lambda y: y, y0, 0.01, 50, pad_to=60)[0]
+    t = np.arange(51)[:, None] * 0.01
+    np.testing.assert_allclose(decay, y0 * np.exp(-t), rtol=1e-12)
+    np.testing.assert_allclose(growth, y0 * np.exp(t), rtol=1e-12)
+    assert len(list(export_dir.glob("*.bin"))) == 2
 
 
 def _key(field, y0=np.zeros(2)):

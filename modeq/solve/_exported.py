@@ -28,6 +28,7 @@ dir>/modeq-exported`` (at most :data:`MAX_ENTRIES`, the least recently used prun
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import os
@@ -46,8 +47,19 @@ MAX_CONSTANT_BYTES = 4 * 2**20
 #: at most this many stored solves (about 70 KB each for a small study); beyond, the least recently used half goes
 MAX_ENTRIES = 512
 
-_PROGRAMS: dict = {}  # key -> jitted callable of the deserialized program (this process)
-_KEYS: dict = {}  # (static fingerprint objects) -> key; entries hold the objects, so their ids are not reused
+#: the most entries of the in-process memos below (a long session building many fields keeps the latest ones)
+MEMO_SIZE = 64
+_PROGRAMS: "collections.OrderedDict" = collections.OrderedDict()  # key -> jitted stored program (this process)
+# (the field's structure, the ids of its non-array leaves, ...) -> (key, those leaves): each entry holds the leaves, so
+# their ids cannot be reused by other objects while it is kept
+_KEYS: "collections.OrderedDict" = collections.OrderedDict()
+
+
+def _remember(memo, key, value):
+    memo[key] = value
+    memo.move_to_end(key)
+    while len(memo) > MEMO_SIZE:
+        memo.popitem(last=False)
 
 
 @functools.lru_cache(maxsize=1)
@@ -167,15 +179,19 @@ def solve_dense_cached(solve, field, y0, ts, rtol, atol, dtmax, max_steps: int, 
     dyn, static = eqx.partition(field, eqx.is_array)
     leaves, treedef = jax.tree.flatten(dyn)
     leaves = tuple(leaves)
+    static_leaves, static_def = jax.tree.flatten(static)  # a plain function field is one static leaf
     arrays = (y0, ts, rtol, atol, dtmax, dt0)
     platform = _platform()
-    # the treedef holds the field's static functions (compared by identity), so one key per built field
-    memo_key = (treedef, tuple(_aval(x) for x in leaves + arrays), max_steps, norm, platform)
+    # the treedefs hold the static fields of modules (compared by equality: functions by identity); the static leaves
+    # by identity (an equal but distinct object only recomputes the key)
+    memo_key = (treedef, static_def, tuple(id(x) for x in static_leaves), tuple(_aval(x) for x in leaves + arrays),
+                max_steps, norm, platform)
     entry = _KEYS.get(memo_key)
     if entry is None:
         key = _field_key(static, leaves, treedef, y0, (max_steps, getattr(norm, "__qualname__", repr(norm)), platform,
                                                         *(_aval(x) for x in arrays)))
-        _KEYS[memo_key] = entry = (key, static)  # holds static: its ids stay valid
+        entry = (key, static_leaves)
+    _remember(_KEYS, memo_key, entry)
     key = entry[0]
     if key is None:
         return solve(y0, ts, rtol, atol, dtmax, max_steps, field, dt0, norm)
@@ -184,12 +200,12 @@ def solve_dense_cached(solve, field, y0, ts, rtol, atol, dtmax, max_steps: int, 
         program = _load_or_export(directory, key, solve, static, treedef, leaves, arrays, max_steps, norm, platform)
         if program is None:
             return solve(y0, ts, rtol, atol, dtmax, max_steps, field, dt0, norm)
-        _PROGRAMS[key] = program
+    _remember(_PROGRAMS, key, program)
     try:
         return program(leaves, *arrays)  # (ys, the integer code of diffrax's result, steps): diffrax is not imported
     except Exception:  # a stored program that cannot run here (another platform, ...): trace as usual
         _PROGRAMS.pop(key, None)
-        _KEYS[memo_key] = (None, static)
+        _remember(_KEYS, memo_key, (None, static_leaves))
         return solve(y0, ts, rtol, atol, dtmax, max_steps, field, dt0, norm)
 
 
@@ -205,9 +221,7 @@ def _load_or_export(directory, key, solve, static, treedef, leaves, arrays, max_
         except OSError:
             pass
         return jax.jit(exported.call)
-    except FileNotFoundError:
-        pass
-    except Exception:  # a truncated or foreign entry: trace again and overwrite it
+    except Exception:  # no entry yet, or a truncated or foreign one: trace, export and (over)write it
         pass
 
     def program(leaves, y0, ts, rtol, atol, dtmax, dt0):
@@ -221,13 +235,16 @@ def _load_or_export(directory, key, solve, static, treedef, leaves, arrays, max_
         with _without_host_callbacks():
             exported = export.export(jax.jit(program), platforms=(platform,))(leaves, *arrays)
         data = exported.serialize()
+    except Exception:  # no flatbuffers, an effect that cannot be exported: trace as usual
+        return None
+    try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, delete=False, suffix=".tmp") as handle:
             handle.write(data)
         os.replace(handle.name, path)  # atomic: a parallel reader sees the whole entry or none
         _prune(directory)
-    except Exception:  # no flatbuffers, an effect that cannot be exported, a read-only directory: trace as usual
-        return None
+    except OSError:  # a read-only or full directory: the program still serves this process
+        pass
     return jax.jit(exported.call)
 
 
