@@ -253,7 +253,7 @@ def simulate(
     thetas, ms, values, norms, diverged_at = _dispatch(
         optimizer, flat_loss, oracle, flat0, momenta0, key, h, _index(start), steps, record, save_every
     )
-    traj = _trajectory(len(ms), unravel, save_every, (thetas, ms, values, norms, diverged_at))
+    traj = Trajectory(thetas, ms, values, norms, diverged_at, unravel, save_every)
     if not isinstance(diverged_at, jax.core.Tracer):
         # the one host sync of the call (through NumPy: int() of a jax.Array takes ~0.1 ms more after a long run)
         diverged_step = int(np.asarray(diverged_at))
@@ -294,19 +294,3 @@ def _vector_unravel(d: int) -> Callable:
     """``ravel_pytree``'s unravel of a float64 vector of length ``d`` (a function of the shape and dtype only)."""
     with jax.ensure_compile_time_eval():
         return ravel_pytree(np.zeros(d, dtype=np.float64))[1]
-
-
-@functools.lru_cache(maxsize=256)
-def _trajectory_treedef(n_momenta: int, unravel, save_every: int):
-    return jax.tree.structure(Trajectory(0, (0,) * n_momenta, 0, 0, 0, unravel, save_every))
-
-
-def _trajectory(n_momenta, unravel, save_every, arrays) -> Trajectory:
-    """``Trajectory(*arrays, unravel, save_every)`` built from its pytree structure (a few microseconds where the
-    ``equinox.Module`` constructor takes about 50; the constructor has no check or converter to skip)."""
-    thetas, ms, values, norms, diverged_at = arrays
-    try:
-        treedef = _trajectory_treedef(n_momenta, unravel, save_every)
-    except TypeError:  # an unhashable unravel (a pytree with unhashable metadata): the constructor
-        return Trajectory(thetas, ms, values, norms, diverged_at, unravel, save_every)
-    return jax.tree.unflatten(treedef, [thetas, *ms, values, norms, diverged_at])
